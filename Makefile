@@ -1,0 +1,31 @@
+# Two commands: `make demo` and `make test`. Each creates .venv when missing and installs
+# the package with the exact versions in constraints.txt.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+WORKDIR ?= runs/demo
+# Parallel test workers; the simulated 8-device mesh lives inside each worker.
+TEST_WORKERS ?= 2
+
+.PHONY: demo test install bench clean
+
+install: $(STAMP)
+
+$(STAMP): setup.py constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[hf,interop,test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/ponder-train --config=configs/demo.py --workdir=$(WORKDIR)
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --durations=15 tests
+
+bench: $(STAMP)
+	$(PY) benchmarks/train_step.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .hypothesis

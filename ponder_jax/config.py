@@ -1,0 +1,163 @@
+"""Typed, validated views of the ml-collections config.
+
+Experiment configs are ml_collections ConfigDicts (see configs/); the model and the
+pondering loop read the frozen dataclasses below, built once at start by
+`ModelConfig.from_config` / `PonderConfig.from_config`, which validate every key and raise a
+`ConfigError` naming the bad key and value. Nothing here knows about training or data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Mapping
+
+FAMILIES = ("gpt2", "neox", "llama")
+ATTENTION_IMPLS = ("auto", "einsum", "xla", "cudnn")
+REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+class ConfigError(ValueError):
+  """A config value is invalid. The message names the key and the value."""
+
+  def __init__(self, key: str, value: Any, why: str):
+    self.key, self.value = key, value
+    super().__init__(f"config key '{key}' = {value!r}: {why}")
+
+
+def _check(ok: bool, key: str, value: Any, why: str) -> None:
+  if not ok:
+    raise ConfigError(key, value, why)
+
+
+def _from_mapping(cls, section: Mapping[str, Any] | None, prefix: str):
+  """Builds dataclass `cls` from a (Config)dict section, rejecting unknown keys."""
+  section = dict(section or {})
+  names = {f.name for f in dataclasses.fields(cls)}
+  for key in section:
+    _check(key in names, f"{prefix}.{key}", section[key],
+           f"unknown key; known keys are {sorted(names)}")
+  return cls(**section)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Architecture of the decoder. `family` fixes the block structure.
+
+  gpt2:  learned positions, LayerNorm, GELU (tanh), biases, sequential residual.
+  neox:  rotary on `rotary_pct` of each head, LayerNorm, GELU (erf), biases, parallel residual.
+  llama: rotary on all head dims, RMSNorm, SwiGLU, no biases, grouped-query attention.
+  """
+  family: str = "neox"
+  vocab_size: int = 8192
+  d_model: int = 256
+  n_layers: int = 4
+  n_heads: int = 4
+  n_kv_heads: int = 0  # 0: same as n_heads (multi-head attention)
+  head_dim: int = 0  # 0: d_model // n_heads
+  d_ff: int = 0  # 0: 4 * d_model (gpt2, neox); SwiGLU's 8/3 * d_model rounded up to 256 (llama)
+  max_len: int = 2048  # learned-position table size (gpt2); an upper bound elsewhere
+  rotary_pct: float = 0.25  # neox only; llama always rotates every head dim
+  rope_theta: float = 10000.0
+  norm_eps: float = 1e-5
+  tie_embeddings: bool = False
+  init_std: float = 0.02  # 0: PonderLM's small init sqrt(2 / (5 d))
+  dtype: str = "float32"  # matmul inputs; params, norms, softmax, residual and loss stay fp32
+  scan_layers: bool = False  # nn.scan over layers: flat compile time for deep models
+  remat_policy: str = "none"  # per-layer rematerialisation
+  attention: str = "auto"  # auto: cuDNN on GPU where it applies, einsum elsewhere
+
+  @classmethod
+  def from_config(cls, section: Mapping[str, Any] | None) -> "ModelConfig":
+    return _from_mapping(cls, section, "model").validated()
+
+  # Derived sizes -------------------------------------------------------------------------
+  @property
+  def kv_heads(self) -> int:
+    return self.n_kv_heads or self.n_heads
+
+  @property
+  def head_size(self) -> int:
+    return self.head_dim or self.d_model // self.n_heads
+
+  @property
+  def ff_size(self) -> int:
+    if self.d_ff:
+      return self.d_ff
+    if self.family == "llama":
+      return 256 * math.ceil(int(8 * self.d_model / 3) / 256)
+    return 4 * self.d_model
+
+  @property
+  def rotary_dim(self) -> int:
+    if self.family == "gpt2":
+      return 0
+    pct = 1.0 if self.family == "llama" else self.rotary_pct
+    return int(self.head_size * pct)
+
+  def validated(self) -> "ModelConfig":
+    _check(self.family in FAMILIES, "model.family", self.family, f"must be one of {FAMILIES}")
+    for key in ("vocab_size", "d_model", "n_layers", "n_heads", "max_len"):
+      value = getattr(self, key)
+      _check(isinstance(value, int) and value > 0, f"model.{key}", value,
+             "must be a positive integer")
+    for key in ("n_kv_heads", "head_dim", "d_ff"):
+      value = getattr(self, key)
+      _check(isinstance(value, int) and value >= 0, f"model.{key}", value,
+             "must be a non-negative integer (0 means the default)")
+    if not self.head_dim:
+      _check(self.d_model % self.n_heads == 0, "model.n_heads", self.n_heads,
+             f"must divide model.d_model = {self.d_model}")
+    _check(self.n_heads % self.kv_heads == 0, "model.n_kv_heads", self.n_kv_heads,
+           f"must divide model.n_heads = {self.n_heads}")
+    _check(self.family == "llama" or self.kv_heads == self.n_heads, "model.n_kv_heads",
+           self.n_kv_heads, f"grouped-query attention is a llama feature, not {self.family}")
+    _check(0.0 <= self.rotary_pct <= 1.0, "model.rotary_pct", self.rotary_pct,
+           "must lie in [0, 1]")
+    _check(self.rotary_dim % 2 == 0, "model.rotary_pct", self.rotary_pct,
+           f"gives an odd rotary dimension {self.rotary_dim} of head size {self.head_size}")
+    _check(self.rope_theta > 0, "model.rope_theta", self.rope_theta, "must be positive")
+    _check(self.norm_eps > 0, "model.norm_eps", self.norm_eps, "must be positive")
+    _check(self.init_std >= 0, "model.init_std", self.init_std, "must be >= 0")
+    _check(self.dtype in DTYPES, "model.dtype", self.dtype, f"must be one of {DTYPES}")
+    _check(self.remat_policy in REMAT_POLICIES, "model.remat_policy", self.remat_policy,
+           f"must be one of {REMAT_POLICIES}")
+    _check(self.attention in ATTENTION_IMPLS, "model.attention", self.attention,
+           f"must be one of {ATTENTION_IMPLS}")
+    return self
+
+
+@dataclasses.dataclass(frozen=True)
+class PonderConfig:
+  """PonderLM's pondering loop (METHODS.md §1). steps = 0 is the vanilla model."""
+  steps: int = 0  # s: extra soft-embedding passes per forward
+  steps_max: int = 0  # > 0: draw s uniformly from {steps, ..., steps_max} per batch
+  scale_embeds: bool = False  # E0 and the mixture table scaled by sqrt(d_model)
+  multiply_initial: bool = False  # start the loop from s * E0
+  top_k: int = 0  # 0: mixture over the full vocabulary; k: renormalised over the top k
+  depth_scaled_init: bool = True  # output projections' std / sqrt(2 * layers * (s + 1))
+  remat: bool = True  # rematerialise each pass: activations of one pass, not s + 1
+
+  @classmethod
+  def from_config(cls, section: Mapping[str, Any] | None,
+                  vocab_size: int | None = None) -> "PonderConfig":
+    return _from_mapping(cls, section, "ponder").validated(vocab_size)
+
+  @property
+  def max_passes(self) -> int:
+    """The largest number of forward passes (s + 1) a batch can run."""
+    return max(self.steps, self.steps_max) + 1
+
+  def validated(self, vocab_size: int | None = None) -> "PonderConfig":
+    _check(isinstance(self.steps, int) and self.steps >= 0, "ponder.steps", self.steps,
+           "must be an integer >= 0 (0 is the vanilla model)")
+    _check(isinstance(self.steps_max, int) and (self.steps_max == 0 or self.steps_max >= self.steps),
+           "ponder.steps_max", self.steps_max,
+           f"must be 0 (fixed s) or >= ponder.steps = {self.steps}")
+    _check(isinstance(self.top_k, int) and self.top_k >= 0, "ponder.top_k", self.top_k,
+           "must be an integer >= 0 (0 is the full vocabulary)")
+    if vocab_size is not None:
+      _check(self.top_k <= vocab_size, "ponder.top_k", self.top_k,
+             f"exceeds model.vocab_size = {vocab_size}")
+    return self

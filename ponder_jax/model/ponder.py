@@ -1,0 +1,79 @@
+"""PonderLM's pondering loop (METHODS.md §1.1), as a pure function of the params.
+
+    E0  = embed(x)                      (x sqrt(d) with scale_embeds; x s with multiply_initial)
+    cur = E0
+    repeat s times (jax.lax.scan):      P = softmax(logits(cur));  cur = cur + P @ E_in
+    return logits(cur)                  the loss sees only this last pass
+
+Every position ponders in parallel, so each step is one more full causal forward with the same
+weights; gradients flow through every pass and through the softmax mixture. Each scanned step is
+rematerialised, so the backward keeps only the carried embeddings `cur` per step plus one pass's
+activations, and compile time does not grow with s. With `ponder.steps_max` the number of steps is
+a traced value drawn per batch: the scan runs steps_max iterations and skips those beyond s with
+`lax.cond`, so a batch costs s + 1 passes, not steps_max + 1.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from ponder_jax.config import PonderConfig
+from ponder_jax.model.layers import matmul
+from ponder_jax.model.transformer import Transformer
+
+
+def mixture_probs(logits_BxLxV: jax.Array, top_k: int) -> jax.Array:
+  """softmax over the vocabulary, or over the top k logits (renormalised) when top_k > 0."""
+  if top_k:
+    kth_BxLx1 = jax.lax.top_k(logits_BxLxV, top_k)[0][..., -1:]
+    logits_BxLxV = jnp.where(logits_BxLxV >= kth_BxLx1, logits_BxLxV, -jnp.inf)
+  return jax.nn.softmax(logits_BxLxV.astype(jnp.float32), axis=-1)
+
+
+def forward(model: Transformer, params, tokens_BxL: jax.Array, positions_BxL=None,
+            segment_ids_BxL=None, *, ponder: PonderConfig,
+            steps: int | jax.Array | None = None) -> jax.Array:
+  """fp32 logits [B, L, V] of the last pass; `steps` overrides ponder.steps (may be traced)."""
+  variables = {"params": params}
+  apply = lambda *args, method: model.apply(variables, *args, method=method)
+  dtype = jnp.dtype(model.cfg.dtype)
+
+  def one_pass(cur_BxLxD):
+    h_BxLxD = apply(cur_BxLxD, positions_BxL, segment_ids_BxL, method="hidden")
+    return apply(h_BxLxD, method="logits")
+
+  e0_BxLxD = apply(tokens_BxL, method="embed")
+  steps = ponder.steps if steps is None else steps
+  if ponder.steps_max == 0 and isinstance(steps, int) and steps == 0:
+    return one_pass(e0_BxLxD)
+
+  e_in_VxD = apply(method="embedding_table")
+  if ponder.scale_embeds:
+    scale = math.sqrt(model.cfg.d_model)
+    e0_BxLxD, e_in_VxD = e0_BxLxD * scale, e_in_VxD * scale
+
+  def ponder_step(cur_BxLxD):
+    probs_BxLxV = mixture_probs(one_pass(cur_BxLxD), ponder.top_k)
+    return cur_BxLxD + matmul(probs_BxLxV, e_in_VxD, dtype)
+
+  if ponder.remat:
+    ponder_step = jax.checkpoint(ponder_step)
+
+  cur_BxLxD = jnp.maximum(steps, 1) * e0_BxLxD if ponder.multiply_initial else e0_BxLxD
+  if ponder.steps_max:  # traced s: run steps_max iterations, skipping those past s
+    body = lambda cur, i: (jax.lax.cond(i < steps, ponder_step, lambda c: c, cur), None)
+    cur_BxLxD, _ = jax.lax.scan(body, cur_BxLxD, jnp.arange(ponder.steps_max))
+  else:
+    cur_BxLxD, _ = jax.lax.scan(lambda cur, _: (ponder_step(cur), None), cur_BxLxD, None,
+                                length=steps)
+  return one_pass(cur_BxLxD)
+
+
+def sample_steps(ponder: PonderConfig, rng: jax.Array) -> jax.Array | int:
+  """s for one batch: fixed, or uniform on {steps, ..., steps_max} when steps_max > 0."""
+  if not ponder.steps_max:
+    return ponder.steps
+  return jax.random.randint(rng, (), ponder.steps, ponder.steps_max + 1)

@@ -1,0 +1,97 @@
+"""Meshes and logical-axis rules.
+
+Parameters and activations are annotated with *logical* axis names (`embed`, `mlp`, `heads`,
+`vocab`, `activation_batch`, ...). One rule table maps them onto the mesh axes
+`data`, `fsdp` and `tensor`; changing DP -> FSDP -> FSDP+TP is a config edit
+(`mesh.rules = 'dp' | 'fsdp' | 'fsdp_tp'`), never a code edit.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.experimental import mesh_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from ponder_jax.config import ConfigError
+
+MESH_AXES = ("data", "fsdp", "tensor")
+BATCH = ("data", "fsdp")  # the global batch is split over every data-parallel axis
+
+_ACTIVATIONS = (
+    ("activation_batch", BATCH),
+    ("activation_length", None),
+    ("activation_embed", None),
+    ("activation_kv", None),
+)
+RULES: dict[str, tuple] = {
+    "dp": _ACTIVATIONS + (
+        ("activation_heads", None), ("activation_mlp", None), ("activation_vocab", None),
+    ),
+    "fsdp": _ACTIVATIONS + (
+        ("activation_heads", None), ("activation_mlp", None), ("activation_vocab", None),
+        ("embed", "fsdp"),
+    ),
+    "fsdp_tp": _ACTIVATIONS + (
+        ("activation_heads", "tensor"), ("activation_mlp", "tensor"),
+        ("activation_vocab", "tensor"),
+        ("heads", "tensor"), ("kv_heads", "tensor"), ("mlp", "tensor"), ("vocab", "tensor"),
+        ("embed", "fsdp"),
+    ),
+}
+
+
+def logical_rules(name: str) -> tuple:
+  if name not in RULES:
+    raise ConfigError("mesh.rules", name, f"must be one of {sorted(RULES)}")
+  return RULES[name]
+
+
+def _resolve_fill(sizes: Mapping[str, int], total: int, key: str) -> list[int]:
+  """Replaces one -1 by whatever makes the product equal `total`."""
+  shape = [int(sizes.get(axis, 1)) for axis in MESH_AXES]
+  if shape.count(-1) > 1:
+    raise ConfigError(key, dict(sizes), "at most one axis may be -1 (fill)")
+  known = math.prod(s for s in shape if s != -1)
+  if -1 in shape:
+    if known <= 0 or total % known:
+      raise ConfigError(key, dict(sizes), f"cannot fill to {total} devices")
+    shape[shape.index(-1)] = total // known
+  if math.prod(shape) != total or min(shape) < 1:
+    raise ConfigError(key, dict(sizes),
+                      f"mesh {dict(zip(MESH_AXES, shape))} needs {math.prod(shape)} devices, "
+                      f"but {total} are available")
+  return shape
+
+
+def make_mesh(ici: Mapping[str, int] | None = None, dcn: Mapping[str, int] | None = None,
+              devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A ('data', 'fsdp', 'tensor') mesh; -1 fills. `dcn` sizes span slices (multi-slice TPU)."""
+  devices = list(devices if devices is not None else jax.devices())
+  ici = dict(ici or {"data": -1})
+  if dcn and math.prod(int(v) for v in dcn.values() if v != -1) > 1:
+    num_slices = len({getattr(d, "slice_index", 0) for d in devices})
+    dcn_shape = _resolve_fill(dcn, num_slices, "mesh.dcn")
+    ici_shape = _resolve_fill(ici, len(devices) // num_slices, "mesh.ici")
+    grid = mesh_utils.create_hybrid_device_mesh(ici_shape, dcn_shape, devices)
+  else:
+    shape = _resolve_fill(ici, len(devices), "mesh.ici")
+    try:
+      grid = mesh_utils.create_device_mesh(shape, devices)
+    except (AssertionError, ValueError, NotImplementedError):
+      grid = np.asarray(devices).reshape(shape)  # e.g. simulated CPU devices
+  return Mesh(grid, MESH_AXES)
+
+
+def logical_sharding(abstract_tree, mesh: Mesh, rules) -> object:
+  """NamedShardings for a (boxed) tree of LogicallyPartitioned values."""
+  return nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract_tree), mesh, rules)
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """[B, L] arrays: batch split over ('data', 'fsdp'), length replicated."""
+  return NamedSharding(mesh, PartitionSpec(BATCH, None))

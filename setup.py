@@ -1,0 +1,40 @@
+"""ponder-jax: data-efficient language-model pretraining in JAX/Flax.
+
+Lower bounds only; exact, tested versions for Python 3.11 are pinned in constraints.txt
+(`pip install -c constraints.txt -e .[hf,interop,test]`, which the Makefile does).
+"""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="ponder-jax",
+    version="0.1.0",
+    description="Pondering, pause tokens, procedural warm-up and latent thoughts for JAX/Flax LMs",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["ponder_jax", "ponder_jax.*"]),
+    install_requires=[
+        "jax>=0.10.2",
+        "flax>=0.12.8",
+        "optax>=0.2.8",
+        "orbax-checkpoint>=0.12.8",
+        "grain>=0.2.18",
+        "ml-collections>=1.1.0",
+        "sentencepiece>=0.2.0",
+        "absl-py>=2.1",
+        "numpy>=1.26",
+        "tqdm>=4.66",
+        "matplotlib>=3.8",
+        "tensorboardX>=2.6",
+    ],
+    extras_require={
+        "hf": ["torch==2.13.0", "transformers>=4.57", "safetensors>=0.4", "tokenizers>=0.20"],
+        "interop": ["seqio>=0.0.20", "tensorflow-datasets>=4.9.10"],
+        "test": ["pytest>=8", "pytest-xdist>=3.6", "hypothesis>=6.100"],
+    },
+    entry_points={
+        "console_scripts": [
+        ],
+    },
+)

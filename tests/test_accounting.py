@@ -1,0 +1,28 @@
+"""Parameter counts and the FLOP convention, checked by hand."""
+
+import pytest
+
+from ponder_jax import accounting
+from tests.helpers import init_params, tiny_config
+
+
+@pytest.mark.parametrize("family", ["gpt2", "neox", "llama"])
+def test_analytic_param_count_matches_the_built_model(family):
+  cfg = tiny_config(family)
+  _, params = init_params(cfg)
+  assert accounting.count_params(params) == accounting.analytic_param_count(cfg)
+
+
+def test_flops_match_a_hand_count():
+  # neox, d=256, 4 layers, 4 heads (head 64), ff 1024, vocab 8192, seq 256, s=3.
+  cfg = tiny_config("neox", d_model=256, n_layers=4, n_heads=4, vocab_size=8192, max_len=256)
+  qkv = 2 * 256 * 768            # q, k, v projections
+  out = 2 * 256 * 256            # attention output projection
+  scores = (2 * 256 * 256 + 2 * 256 * 256) / 2  # QK^T and AV over 256 keys, causal halved
+  mlp = 2 * 256 * 1024 * 2       # up and down
+  head = 2 * 256 * 8192
+  one_pass = 4 * (qkv + out + scores + mlp) + head
+  assert one_pass == 4 * (393216 + 131072 + 131072 + 1048576) + 4194304 == 11010048
+  mixture = 2 * 8192 * 256
+  assert accounting.forward_flops_per_token(cfg, 256, 0) == one_pass
+  assert accounting.training_flops_per_token(cfg, 256, 3) == 3 * (4 * one_pass + 3 * mixture)

@@ -1,0 +1,122 @@
+"""The pondering loop against METHODS.md §1.1 written out by hand."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ponder_jax.config import PonderConfig
+from ponder_jax.model import ponder
+from tests.helpers import init_params, random_tokens, tiny_config
+
+FAMILIES = ("gpt2", "neox", "llama")
+
+
+def unrolled_forward(model, params, tokens, *, steps, scale_embeds=False, multiply_initial=False,
+                     top_k=0):
+  """The algorithm as a plain Python loop: no scan, no remat."""
+  v = {"params": params}
+  e0 = model.apply(v, tokens, method="embed")
+  e_in = params["token_embed"]
+  if scale_embeds:
+    e0, e_in = e0 * math.sqrt(model.cfg.d_model), e_in * math.sqrt(model.cfg.d_model)
+  cur = steps * e0 if multiply_initial else e0
+  for _ in range(steps):
+    logits = model.apply(v, cur, method=lambda m, x: m.logits(m.hidden(x)))
+    if top_k:
+      order = jnp.sort(logits, axis=-1)[..., ::-1]
+      logits = jnp.where(logits >= order[..., top_k - 1:top_k], logits, -jnp.inf)
+    cur = cur + jax.nn.softmax(logits, axis=-1) @ e_in
+  return model.apply(v, cur, method=lambda m, x: m.logits(m.hidden(x)))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_zero_steps_is_the_plain_forward(family):
+  model, params = init_params(tiny_config(family))
+  tokens = random_tokens((2, 12), model.cfg.vocab_size)
+  plain = jax.jit(model.apply)({"params": params}, tokens)
+  pondered = jax.jit(lambda p, t: ponder.forward(model, p, t, ponder=PonderConfig(steps=0)))(
+      params, tokens)
+  np.testing.assert_array_equal(plain, pondered)
+
+
+@pytest.mark.parametrize("family, options", [
+    ("gpt2", dict()),
+    ("neox", dict()),
+    ("llama", dict()),
+    ("neox", dict(scale_embeds=True, multiply_initial=True)),
+    ("llama", dict(top_k=5)),
+])
+def test_scan_equals_unrolled_loop(family, options):
+  model, params = init_params(tiny_config(family), ponder_passes=4)
+  tokens = random_tokens((2, 12), model.cfg.vocab_size)
+  cfg = PonderConfig(steps=3, **options)
+  got = jax.jit(lambda p, t: ponder.forward(model, p, t, ponder=cfg))(params, tokens)
+  want = jax.jit(lambda p, t: unrolled_forward(model, p, t, steps=3, **options))(params, tokens)
+  np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+  # Pondering changed something: the last pass is not the plain forward.
+  assert np.abs(np.asarray(got) - jax.jit(model.apply)({"params": params}, tokens)).max() > 1e-3
+
+
+def test_gradients_flow_through_every_pass():
+  model, params = init_params(tiny_config("neox"), ponder_passes=3)
+  tokens = random_tokens((2, 10), model.cfg.vocab_size)
+  cfg = PonderConfig(steps=2)
+  objective = lambda p, f: jnp.sum(jnp.sin(f(p)))
+  got = jax.jit(jax.grad(lambda p: objective(
+      p, lambda q: ponder.forward(model, q, tokens, ponder=cfg))))(params)
+  want = jax.jit(jax.grad(lambda p: objective(
+      p, lambda q: unrolled_forward(model, q, tokens, steps=2))))(params)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4), got, want)
+  # The mixture's gradient reaches E_in beyond the embedding rows that were looked up.
+  unused = np.setdiff1d(np.arange(model.cfg.vocab_size), np.asarray(tokens))
+  assert np.abs(np.asarray(got["token_embed"])[unused]).max() > 0
+
+
+def test_top_k_equal_to_vocab_is_the_full_mixture():
+  model, params = init_params(tiny_config("llama"), ponder_passes=3)
+  tokens = random_tokens((2, 9), model.cfg.vocab_size)
+  run = lambda cfg: jax.jit(lambda p, t: ponder.forward(model, p, t, ponder=cfg))(params, tokens)
+  full = run(PonderConfig(steps=2))
+  top_v = run(PonderConfig(steps=2, top_k=model.cfg.vocab_size))
+  np.testing.assert_allclose(full, top_v, atol=1e-6)
+
+
+def test_random_steps_match_fixed_steps():
+  model, params = init_params(tiny_config("neox"), ponder_passes=4)
+  tokens = random_tokens((2, 8), model.cfg.vocab_size)
+  ranged = PonderConfig(steps=1, steps_max=3, multiply_initial=True)
+  run = jax.jit(lambda p, t, s: ponder.forward(model, p, t, ponder=ranged, steps=s))
+  for s in (1, 2, 3):
+    fixed = jax.jit(lambda p, t: ponder.forward(
+        model, p, t, ponder=PonderConfig(steps=s, multiply_initial=True)))(params, tokens)
+    np.testing.assert_allclose(run(params, tokens, jnp.int32(s)), fixed, atol=1e-5)
+  drawn = {int(ponder.sample_steps(ranged, jax.random.key(i))) for i in range(50)}
+  assert drawn == {1, 2, 3}
+
+
+def _hlo_size(steps: int) -> int:
+  model, params = init_params(tiny_config("neox"))
+  tokens = random_tokens((2, 8), model.cfg.vocab_size)
+  grad = jax.grad(lambda p: ponder.forward(model, p, tokens,
+                                           ponder=PonderConfig(steps=steps)).sum())
+  return len(jax.jit(grad).lower(params).as_text())
+
+
+def test_scan_is_not_unrolled():
+  small, large = _hlo_size(2), _hlo_size(8)
+  assert abs(large - small) / small < 0.10, (small, large)
+
+
+def test_depth_scaled_output_init():
+  cfg = tiny_config("neox", d_model=64, n_layers=4, init_std=0.0)
+  _, params = init_params(cfg, ponder_passes=4)
+  base = math.sqrt(2 / (5 * 64))
+  out = np.asarray(params["layers"]["mlp"]["down"]["kernel"])
+  up = np.asarray(params["layers"]["mlp"]["up"]["kernel"])
+  # A +-3 sigma truncated normal has std 0.986 sigma.
+  np.testing.assert_allclose(up.std(), 0.986 * base, rtol=0.05)
+  np.testing.assert_allclose(out.std(), 0.986 * base / math.sqrt(2 * 4 * 4), rtol=0.05)
+  assert np.abs(up).max() <= 3 * base + 1e-7
