@@ -35,6 +35,9 @@ setup(
     },
     entry_points={
         "console_scripts": [
+            "ponder-train=ponder_jax.cli:train_main",
+            "ponder-convert=ponder_jax.convert.cli:main",
+            "ponder-sweep=ponder_jax.cli:sweep_main",
         ],
     },
 )
