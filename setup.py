@@ -37,7 +37,7 @@ setup(
         "console_scripts": [
             "ponder-train=ponder_jax.cli:train_main",
             "ponder-convert=ponder_jax.convert.cli:main",
-            "ponder-sweep=ponder_jax.cli:sweep_main",
+            "ponder-sweep=ponder_jax.sweep:main",
         ],
     },
 )

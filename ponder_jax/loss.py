@@ -35,11 +35,13 @@ def target_weights(batch: Mapping[str, jax.Array], pause_id: int | None = None) 
 
 
 def cross_entropy(logits_BxLxV: jax.Array, batch: Mapping[str, jax.Array], *,
-                  pause_id: int | None = None, z_loss: float = 0.0):
+                  pause_id: int | None = None, z_loss: float = 0.0, num_sources: int = 0):
   """Returns (mean loss, sums) where sums holds 'loss', 'z_loss', 'tokens' and 'correct' totals.
 
   The sums add up across microbatches and hosts; the mean is loss / tokens (0 when no token
-  is weighted). The mean includes `z_loss * logsumexp(logits)**2` when z_loss > 0.
+  is weighted). The mean includes `z_loss * logsumexp(logits)**2` when z_loss > 0. With
+  `num_sources` > 0 and a `source_id` field, sums also holds 'source_loss' and 'source_tokens'
+  [num_sources], attributed by the source of the target token.
   """
   logits_BxTxV = logits_BxLxV[:, :-1].astype(jnp.float32)
   targets_BxT = batch["tokens"][:, 1:]
@@ -54,5 +56,10 @@ def cross_entropy(logits_BxLxV: jax.Array, batch: Mapping[str, jax.Array], *,
       "tokens": jnp.sum(weights_BxT),
       "correct": jnp.sum(correct_BxT * weights_BxT),
   }
+  if num_sources and "source_id" in batch:
+    source_BxT = jnp.clip(batch["source_id"][:, 1:], 0, num_sources - 1)
+    per_source = lambda x_BxT: jnp.zeros(num_sources, jnp.float32).at[source_BxT].add(x_BxT)
+    sums["source_loss"] = per_source(nll_BxT * weights_BxT)
+    sums["source_tokens"] = per_source(weights_BxT)
   mean = (sums["loss"] + z_loss * sums["z_loss"]) / jnp.maximum(sums["tokens"], 1.0)
   return mean, sums

@@ -26,3 +26,15 @@ def test_flops_match_a_hand_count():
   mixture = 2 * 8192 * 256
   assert accounting.forward_flops_per_token(cfg, 256, 0) == one_pass
   assert accounting.training_flops_per_token(cfg, 256, 3) == 3 * (4 * one_pass + 3 * mixture)
+
+
+@pytest.mark.parametrize("name, millions", [
+    ("gpt2-small", 124.4), ("gpt2-medium", 354.8), ("pythia-70m", 70.4), ("pythia-160m", 162.3),
+    ("pythia-410m", 405.3), ("pythia-1b", 1011.8), ("pythia-1.4b", 1414.6),
+    ("tinyllama-1.1b", 1100.0),
+])
+def test_presets_have_their_published_sizes(name, millions):
+  from ponder_jax import presets
+  from ponder_jax.config import ModelConfig
+  cfg = ModelConfig.from_config(presets.MODELS[name])
+  assert abs(accounting.analytic_param_count(cfg) / 1e6 - millions) / millions < 0.01

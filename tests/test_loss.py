@@ -62,3 +62,13 @@ def test_z_loss_adds_squared_log_partition():
   with_z, _ = loss.cross_entropy(logits, {"tokens": tokens}, z_loss=1e-2)
   log_z = jax.nn.logsumexp(logits[:, :-1], axis=-1)
   np.testing.assert_allclose(with_z - plain, 1e-2 * jnp.mean(log_z ** 2), rtol=1e-5)
+
+
+def test_per_source_sums_partition_the_total():
+  batch = _batch()
+  batch["source_id"] = jnp.array([[0, 0, 0, 0, 1, 1, 1, -1],
+                                  [2, 2, 2, 2, 2, 2, -1, -1]], jnp.int32)
+  logits = jax.random.normal(jax.random.key(5), (2, 8, 11))
+  _, sums = loss.cross_entropy(logits, batch, pause_id=PAUSE, num_sources=3)
+  np.testing.assert_array_equal(sums["source_tokens"], [2, 2, 3])
+  np.testing.assert_allclose(sums["source_loss"].sum(), sums["loss"], rtol=1e-6)

@@ -1,0 +1,93 @@
+"""Orbax checkpoints of the train state, the grain iterator and the resolved config.
+
+Layout: `<workdir>/checkpoints/<step>/{state,data,config}`. Saves are asynchronous and atomic
+(orbax writes to a temporary directory and renames it when complete), so a crash mid-save never
+leaves a checkpoint that looks finished. On resume the newest checkpoint is tried first; one that
+cannot be read (truncated, corrupted) is reported by path and the previous one is used.
+`load_params` reads the params of any trainer checkpoint on the host, for partial init.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import grain.python as grain
+import orbax.checkpoint as ocp
+from absl import logging
+
+
+class Checkpointer:
+  """Save / restore of {'state', 'data', 'config'} under <workdir>/checkpoints."""
+
+  def __init__(self, workdir: str, *, keep: int, keep_period: int = 0,
+               async_save: bool = True):
+    self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep,
+        keep_period=keep_period or None,
+        enable_async_checkpointing=async_save,
+        create=True,
+    )
+    self.manager = ocp.CheckpointManager(
+        self.directory, options=options,
+        item_handlers={
+            "state": ocp.StandardCheckpointHandler(),
+            "data": grain.checkpoint.CheckpointHandler(),
+            "config": ocp.JsonCheckpointHandler(),
+        })
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def save(self, step: int, state: Any, data_iterator, config_json: str) -> None:
+    self.manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        data=grain.checkpoint.CheckpointSave(data_iterator),
+        config=ocp.args.JsonSave(json.loads(config_json)),
+    ), force=True)
+
+  def restore_latest(self, abstract_state: Any, data_iterator) -> tuple[int, Any] | None:
+    """(step, state) of the newest readable checkpoint, also restoring the iterator in place."""
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      try:
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state),
+            data=grain.checkpoint.CheckpointRestore(data_iterator),
+        ))
+      except Exception as e:  # pylint: disable=broad-except
+        path = os.path.join(self.directory, str(step))
+        logging.error("Checkpoint %s cannot be restored (%s: %s); trying the previous one.",
+                      path, type(e).__name__, e)
+        continue
+      return step, restored["state"]
+    return None
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.wait_until_finished()
+    self.manager.close()
+
+
+def resolve_checkpoint_dir(path: str) -> str:
+  """A trainer workdir, its checkpoints/ dir or one step dir -> the newest step dir."""
+  path = os.path.abspath(path)
+  for candidate in (path, os.path.join(path, "checkpoints")):
+    steps = [int(d) for d in os.listdir(candidate) if d.isdigit()] if os.path.isdir(
+        candidate) else []
+    if steps:
+      return os.path.join(candidate, str(max(steps)))
+  if os.path.isdir(os.path.join(path, "state")):
+    return path
+  raise FileNotFoundError(f"no trainer checkpoint under {path} (expected <workdir>/checkpoints/"
+                          "<step>/state or a step directory)")
+
+
+def load_params(path: str) -> dict:
+  """The params of a trainer checkpoint as host numpy arrays."""
+  step_dir = resolve_checkpoint_dir(path)
+  state = ocp.StandardCheckpointer().restore(os.path.join(step_dir, "state"))
+  return state["params"]

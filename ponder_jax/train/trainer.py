@@ -1,0 +1,354 @@
+"""The training loop: the same code on one CPU, a GPU box or a TPU pod.
+
+    config -> Experiment (validated) -> mesh + logical rules
+    jax.eval_shape(init) -> shardings -> jax.jit(init, out_shardings=...)   (or restore / import)
+    loop: global batch -> jitted step (in/out shardings, donated state) -> metrics one step late
+          -> periodic eval -> async orbax checkpoints (state, data iterator, config)
+
+The step runs gradient accumulation as a `lax.scan` over microbatches. Resuming is exact: the
+state, the grain iterator and the per-step RNG (folded from the step number) are all restored,
+so a killed-and-resumed run reaches the same params as an uninterrupted one. SIGTERM saves and
+exits cleanly; a non-finite loss or gradient stops the run before anything is saved.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import signal
+import time
+from typing import Any
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+from jax.experimental import multihost_utils
+
+from ponder_jax import accounting, loss as loss_lib, sharding
+from ponder_jax.data import pipeline
+from ponder_jax.experiment import Experiment
+from ponder_jax.model import ponder
+from ponder_jax.model.transformer import Transformer
+from ponder_jax.train import checkpoint as ckpt_lib, init as init_lib, metrics as metrics_lib
+from ponder_jax.train.optim import make_optimizer
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+
+class NonFiniteError(RuntimeError):
+  """The loss or gradient became NaN/Inf; the last good checkpoint is left untouched."""
+
+
+class Trainer:
+  """Builds everything from an Experiment; `run()` trains to the end (or to a preemption)."""
+
+  def __init__(self, exp: Experiment, workdir: str, *, init_params=None):
+    self.exp, self.workdir = exp, workdir
+    c = exp.config
+    self.mesh = sharding.make_mesh(c.mesh.ici, c.mesh.dcn)
+    self.rules = sharding.logical_rules(c.mesh.rules)
+    self.model = Transformer(exp.model, ponder_passes=(
+        exp.ponder.max_passes if exp.ponder.depth_scaled_init else 1))
+    self.optimizer, self.schedule = make_optimizer(c.optim, exp.total_steps)
+    self.source_names = pipeline.source_names(c.data)
+    self.pause_id = exp.vocab.pause_id
+    self.seq_len = c.data.seq_len
+    self._init_params = init_params  # e.g. imported from Hugging Face
+    self._preempted = False
+    self._eval_fn = jax.jit(self.eval_step)
+    with self._context():
+      self.abstract_state, self.state_sharding = self._abstract_state()
+    self.batch_sharding = sharding.batch_sharding(self.mesh)
+
+  @contextlib.contextmanager
+  def _context(self):
+    """Mesh and logical rules, needed while tracing (the constraints resolve against them)."""
+    with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
+      yield
+
+  # State ------------------------------------------------------------------------------------
+  def _init_variables(self, rng):
+    tokens = jnp.zeros((1, min(8, self.seq_len)), jnp.int32)
+    return self.model.init(rng, tokens)
+
+  def _abstract_state(self):
+    boxed = jax.eval_shape(self._init_variables, jax.random.key(0))
+    param_sharding = sharding.logical_sharding(boxed, self.mesh, self.rules)["params"]
+    params = nn.meta.unbox(boxed)["params"]
+    opt_state = jax.eval_shape(self.optimizer.init, params)
+    replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
+    opt_sharding = optax.tree_map_params(
+        self.optimizer, lambda _, s: s, opt_state, param_sharding,
+        transform_non_params=lambda _: replicated)
+    state_sharding = TrainState(step=replicated, params=param_sharding, opt_state=opt_sharding)
+    abstract = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=params,
+                          opt_state=opt_state)
+    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                            abstract, state_sharding)
+    return abstract, state_sharding
+
+  def init_state(self) -> TrainState:
+    """Fresh params (or the given / partially loaded ones) and a fresh optimizer state."""
+    c = self.exp.config
+    def init(rng, params):
+      if params is None:
+        params = nn.meta.unbox(self._init_variables(rng))["params"]
+      return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                        opt_state=self.optimizer.init(params))
+    rng = jax.random.key(c.train.seed)
+    params = self._init_params
+    if params is None and c.init.from_checkpoint:
+      fresh = jax.jit(lambda r: nn.meta.unbox(self._init_variables(r))["params"],
+                      out_shardings=self.state_sharding.params)(rng)
+      params = init_lib.partial_init(fresh, ckpt_lib.load_params(c.init.from_checkpoint),
+                                     components=c.init.components.split(","),
+                                     embeddings=c.init.embeddings)
+    with self._context():
+      if params is None:
+        return jax.jit(lambda r: init(r, None), out_shardings=self.state_sharding)(rng)
+      params = jax.device_put(params, self.state_sharding.params)
+      return jax.jit(init, out_shardings=self.state_sharding,
+                     donate_argnums=1)(rng, params)
+
+  # The step --------------------------------------------------------------------------------
+  def _forward_sums(self, params, batch, steps):
+    logits = ponder.forward(self.model, params, batch["tokens"], batch.get("positions"),
+                            batch.get("segment_ids"), ponder=self.exp.ponder, steps=steps)
+    _, sums = loss_lib.cross_entropy(logits, batch, pause_id=self.pause_id,
+                                     z_loss=self.exp.config.train.z_loss,
+                                     num_sources=len(self.source_names))
+    return sums
+
+  def train_step(self, state: TrainState, batch, rng):
+    c = self.exp.config
+    step_rng = jax.random.fold_in(rng, state.step)
+    steps = ponder.sample_steps(self.exp.ponder, step_rng)
+    total_tokens = jnp.maximum(loss_lib.target_weights(batch, self.pause_id).sum(), 1.0)
+
+    def objective(params, microbatch):
+      sums = self._forward_sums(params, microbatch, steps)
+      return (sums["loss"] + c.train.z_loss * sums["z_loss"]) / total_tokens, sums
+
+    grad_fn = jax.grad(objective, has_aux=True)
+    k = c.train.microbatches
+    if k == 1:
+      grads, sums = grad_fn(state.params, batch)
+    else:
+      # Row i goes to microbatch i % k, so every microbatch spans every data shard.
+      micro = jax.tree.map(lambda x: x.reshape(x.shape[0] // k, k, *x.shape[1:]).swapaxes(0, 1),
+                           batch)
+      def accumulate(acc, microbatch):
+        grads, sums = grad_fn(state.params, microbatch)
+        return jax.tree.map(jnp.add, acc, (grads, sums)), None
+      zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(grad_fn, state.params,
+                                                          jax.tree.map(lambda x: x[0], micro)))
+      (grads, sums), _ = jax.lax.scan(accumulate, zeros, micro)
+
+    updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {
+        "loss": sums["loss"] / total_tokens,
+        "accuracy": sums["correct"] / total_tokens,
+        "tokens": sums["tokens"],
+        "grad_norm": optax.global_norm(grads),
+        "param_norm": optax.global_norm(params),
+        "lr": self.schedule(state.step),
+        "ponder_steps": jnp.asarray(steps, jnp.int32),
+    }
+    if c.train.z_loss:
+      metrics["z_loss"] = sums["z_loss"] / total_tokens
+    if "source_tokens" in sums:
+      metrics["source_loss"] = sums["source_loss"]
+      metrics["source_tokens"] = sums["source_tokens"]
+    new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state)
+    return new_state, metrics
+
+  def eval_step(self, params, batch):
+    steps = self.exp.ponder.steps_max or self.exp.ponder.steps
+    return self._forward_sums(params, batch, steps)
+
+  def compile_train_step(self, state: TrainState, batch):
+    """AOT-compiles the step; returns (compiled, seconds, XLA's FLOP estimate per step)."""
+    rng = jax.random.key(self.exp.config.train.seed)
+    jitted = jax.jit(self.train_step,
+                     in_shardings=(self.state_sharding, self.batch_sharding, None),
+                     out_shardings=(self.state_sharding, None), donate_argnums=0)
+    start = time.time()
+    with self._context():
+      compiled = jitted.lower(state, batch, rng).compile()
+    seconds = time.time() - start
+    try:
+      cost = compiled.cost_analysis()
+      cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+      xla_flops = float(cost.get("flops", 0.0)) * jax.device_count()
+    except Exception:  # pylint: disable=broad-except  # cost analysis is best effort
+      xla_flops = 0.0
+    return functools.partial(compiled, rng=rng), seconds, xla_flops
+
+  # The loop --------------------------------------------------------------------------------
+  def run(self) -> TrainState:
+    c, exp = self.exp.config, self.exp
+    data_iter = pipeline.make_train_iterator(
+        c.data, exp.vocab, global_batch_size=c.train.global_batch_size,
+        process_index=jax.process_index(), process_count=jax.process_count())
+    ckpt = ckpt_lib.Checkpointer(self.workdir, keep=c.checkpoint.keep,
+                                 keep_period=c.checkpoint.keep_period,
+                                 async_save=c.checkpoint.async_save)
+    restored = ckpt.restore_latest(self.abstract_state, data_iter)
+    if restored is not None:
+      start_step, state = restored
+      logging.info("Resumed from %s/%d", ckpt.directory, start_step)
+    else:
+      start_step, state = 0, self.init_state()
+    writer = metrics_lib.MetricsWriter(self.workdir, total_steps=exp.total_steps,
+                                       start_step=start_step,
+                                       tensorboard=c.metrics.tensorboard,
+                                       progress_bar=c.metrics.progress_bar)
+    if start_step >= exp.total_steps:
+      logging.info("Nothing to do: checkpoint step %d >= total steps %d", start_step,
+                   exp.total_steps)
+      writer.close()
+      ckpt.close()
+      return state
+    previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
+    try:
+      state = self._loop(state, start_step, data_iter, ckpt, writer)
+    finally:
+      signal.signal(signal.SIGTERM, previous_handler)
+      ckpt.close()
+      writer.close()
+    if jax.process_index() == 0 and c.metrics.plot:
+      rows = metrics_lib.read_metrics(self.workdir)
+      plot = metrics_lib.plot_losses(self.workdir, rows)
+      print(metrics_lib.results_table(rows))
+      if plot:
+        print(f"loss plot: {plot}")
+    return state
+
+  def _on_sigterm(self, signum, frame):  # pylint: disable=unused-argument
+    logging.warning("SIGTERM received: saving a checkpoint at the current step and exiting.")
+    self._preempted = True
+
+  def _should_stop(self) -> bool:
+    if jax.process_count() == 1:
+      return self._preempted
+    flags = multihost_utils.process_allgather(np.asarray(self._preempted))
+    return bool(np.any(flags))
+
+  def _next_batch(self, data_iter):
+    local = next(data_iter)
+    return pipeline.make_global_batch(local, self.mesh)
+
+  def _loop(self, state, start_step, data_iter, ckpt, writer) -> TrainState:
+    c, exp = self.exp.config, self.exp
+    tokens_per_step = c.train.global_batch_size * self.seq_len
+    flops_per_token = accounting.training_flops_per_token(
+        exp.model, self.seq_len, exp.ponder.steps if not exp.ponder.steps_max else
+        (exp.ponder.steps + exp.ponder.steps_max) / 2)
+    peak = accounting.peak_flops_per_device() * jax.device_count()
+    eval_iters = None
+
+    t = time.time()
+    batch = self._next_batch(data_iter)
+    data_wait = time.time() - t
+    step_fn, compile_s, xla_flops = self.compile_train_step(state, batch)
+    logging.info("Compiled the train step in %.1f s (XLA estimate %.3g FLOP/step)", compile_s,
+                 xla_flops)
+    writer.write(start_step, {"compile_seconds": compile_s})
+    pending = None
+    save_seconds = 0.0
+    last_time = time.time()
+    for step in range(start_step, exp.total_steps):
+      state, step_metrics = step_fn(state, batch)
+      done = step + 1
+      if pending is not None:
+        self._report(writer, *pending, tokens_per_step, flops_per_token, peak, xla_flops)
+      t = time.time()
+      if done < exp.total_steps:
+        batch = self._next_batch(data_iter)
+      data_wait = time.time() - t
+      now = time.time()
+      pending = (done, step_metrics, now - last_time, data_wait, save_seconds)
+      last_time, save_seconds = now, 0.0
+
+      at_end = done == exp.total_steps
+      if (c.train.eval_every and done % c.train.eval_every == 0) or at_end:
+        if eval_iters is None:
+          eval_iters = pipeline.make_eval_iterators(
+              c.data, exp.vocab, global_batch_size=c.train.global_batch_size,
+              process_index=jax.process_index(), process_count=jax.process_count(),
+              num_batches=c.train.eval_batches)
+        self._evaluate(state.params, eval_iters, writer, done)
+      stop = self._should_stop()
+      if (c.checkpoint.every and done % c.checkpoint.every == 0) or at_end or stop:
+        self._check_finite(done, step_metrics)
+        t = time.time()
+        ckpt.save(done, state, data_iter, exp.to_json())
+        save_seconds = time.time() - t
+      if stop:
+        logging.warning("Stopped by SIGTERM after step %d; checkpoint saved.", done)
+        break
+    if pending is not None:
+      self._report(writer, *pending, tokens_per_step, flops_per_token, peak, xla_flops)
+    return state
+
+  def _check_finite(self, step, step_metrics) -> None:
+    values = jax.device_get({k: step_metrics[k] for k in ("loss", "grad_norm", "param_norm")})
+    if not all(np.isfinite(v) for v in values.values()):
+      raise NonFiniteError(
+          f"non-finite training metrics at step {step}: {values}; stopping without saving "
+          f"(the last good checkpoint is kept). Lower optim.lr, enable optim.clip_norm or "
+          f"train.z_loss, or inspect the batch at this step.")
+
+  def _report(self, writer, step, step_metrics, step_seconds, data_wait, save_seconds,
+              tokens_per_step, flops_per_token, peak, xla_flops) -> None:
+    m = jax.device_get(step_metrics)
+    if not all(np.isfinite(m[k]) for k in ("loss", "grad_norm", "param_norm")):
+      self._check_finite(step, step_metrics)
+    c = self.exp.config
+    if step % c.train.log_every and step != self.exp.total_steps:
+      writer.progress(step, float(m["loss"]), tokens_per_step / max(step_seconds, 1e-9))
+      return
+    tokens_per_sec = tokens_per_step / max(step_seconds, 1e-9)
+    scalars = {k: float(v) for k, v in m.items() if np.ndim(v) == 0}
+    scalars.update(
+        step_seconds=step_seconds, tokens_per_sec=tokens_per_sec,
+        mfu=flops_per_token * tokens_per_sec / peak,
+        data_wait_seconds=data_wait, save_seconds=save_seconds)
+    if xla_flops:
+      scalars["mfu_xla"] = xla_flops / max(step_seconds, 1e-9) / peak
+    if "source_tokens" in m:
+      for name, total, count in zip(self.source_names, m["source_loss"], m["source_tokens"]):
+        if count:
+          scalars[f"source/{name}/loss"] = float(total / count)
+    writer.write(step, scalars)
+    writer.progress(step, scalars["loss"], tokens_per_sec)
+    metrics_lib.log_line(step, {k: scalars[k] for k in ("loss", "accuracy", "grad_norm", "lr",
+                                                        "tokens_per_sec", "mfu")})
+
+  def _evaluate(self, params, eval_iters, writer, step) -> None:
+    scalars = {}
+    with self._context():
+      for name, batches in eval_iters.items():
+        totals = None
+        for local in batches:
+          sums = self._eval_fn(params, pipeline.make_global_batch(local, self.mesh))
+          sums = {k: sums[k] for k in ("loss", "tokens", "correct")}
+          totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+        if totals is None:
+          continue
+        totals = jax.device_get(totals)
+        count = max(float(totals["tokens"]), 1.0)
+        scalars[f"eval/{name}/loss"] = float(totals["loss"]) / count
+        scalars[f"eval/{name}/accuracy"] = float(totals["correct"]) / count
+    writer.write(step, scalars)
+    logging.info("eval @%d: %s", step, ", ".join(f"{k}={v:.4f}" for k, v in scalars.items()))
