@@ -1,4 +1,4 @@
-"""One `Vocabulary` interface for every tokenizer the project uses.
+"""One `Vocabulary` interface for every tokenizer the project uses, and the project's own two.
 
 Special tokens every implementation provides (METHODS.md §2.1, §4.1):
   pad, bos, eos       padding (segment id 0 in packed rows), document start and end
@@ -7,14 +7,55 @@ Special tokens every implementation provides (METHODS.md §2.1, §4.1):
   prior, posterior    `<|PRIOR_PREFIX|>`, `<|POSTERIOR_PREFIX|>`
 and a block of procedural symbols: `procedural_id(i)` maps a task-local symbol i (Dyck brackets,
 sequence-task tokens, separators) to a global id.
+
+The project's vocabularies share one fixed layout of their first 521 ids:
+  0 <pad>   1 <bos>   2 <eos>   3 <unk> (reserved; byte fallback means encode never needs it)
+  4 <pause>   5 <|START_OF_LATENT|>   6 <|END_OF_LATENT|>   7 <|PRIOR_PREFIX|>   8 <|POSTERIOR_PREFIX|>
+  9 .. 264    procedural symbols 0 .. 255, named <proc_0> .. <proc_255>
+  265 .. 520  the bytes 0x00 .. 0xFF
+`SentencePieceVocabulary` (data/tokenizer.model, trained by data/train_tokenizer.py) puts 7671
+learned pieces after them, 8192 ids in all; `ByteVocabulary` stops there and rounds up to 576.
+The specials and procedural symbols are SentencePiece control symbols: `encode` never produces
+them, whatever the text (`"<pause>"` typed in text is ordinary characters), only their ids do.
+`decode` renders them by name. `load_vocabulary` builds a vocabulary from a `data.vocab` spec.
 """
 
 from __future__ import annotations
 
 import abc
+import os
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from ponder_jax.config import ConfigError
+
+# Name of each special id, in id order from 0.
+SPECIAL_PIECES = {
+    "pad": "<pad>", "bos": "<bos>", "eos": "<eos>", "unk": "<unk>", "pause": "<pause>",
+    "sol": "<|START_OF_LATENT|>", "eol": "<|END_OF_LATENT|>",
+    "prior": "<|PRIOR_PREFIX|>", "posterior": "<|POSTERIOR_PREFIX|>",
+}
+_SPECIAL_NAMES = tuple(SPECIAL_PIECES.values())
+NUM_PROCEDURAL = 256  # 64-type Dyck needs 129 local symbols, the vocab-100 tasks 102, needle 256
+PROCEDURAL_OFFSET = len(SPECIAL_PIECES)
+BYTE_OFFSET = PROCEDURAL_OFFSET + NUM_PROCEDURAL  # ids of the bytes 0x00 .. 0xFF
+TEXT_OFFSET = BYTE_OFFSET + 256  # first learned SentencePiece piece
+SENTENCEPIECE_VOCAB_SIZE = 8192
+BYTE_VOCAB_SIZE = 64 * -(-TEXT_OFFSET // 64)  # 576: embedding rows in multiples of 64
+
+
+def procedural_piece(symbol: int) -> str:
+  """The name of procedural symbol `symbol`, as stored in the SentencePiece model."""
+  return f"<proc_{symbol}>"
+
+
+def control_pieces() -> list[str]:
+  """The control symbols after pad/bos/eos/unk, in id order (4 .. 264): the trainer's list."""
+  specials = [piece for name, piece in SPECIAL_PIECES.items()
+              if name not in ("pad", "bos", "eos", "unk")]
+  return specials + [procedural_piece(i) for i in range(NUM_PROCEDURAL)]
 
 
 class Vocabulary(abc.ABC):
@@ -75,7 +116,207 @@ class Vocabulary(abc.ABC):
   def decode(self, ids: Sequence[int]) -> str:
     """Text of `ids`; special tokens are rendered by name."""
 
+  def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+    """`encode` of each text; implementations override it where a batch call is faster."""
+    return [self.encode(text) for text in texts]
+
   @property
   def special_ids(self) -> dict[str, int]:
     return {name: getattr(self, f"{name}_id") for name in
             ("pad", "bos", "eos", "pause", "sol", "eol", "prior", "posterior")}
+
+  def _offset_procedural(self, symbol: int | np.ndarray, offset: int) -> int | np.ndarray:
+    """procedural_id for a contiguous block starting at `offset`, scalar or vectorised."""
+    if isinstance(symbol, (bool, np.bool_)):
+      raise ValueError(f"procedural symbol must be an integer, got {symbol!r}")
+    if isinstance(symbol, (int, np.integer)):
+      if not 0 <= symbol < self.num_procedural:
+        raise ValueError(f"procedural symbol {symbol} outside 0 .. {self.num_procedural - 1}")
+      return offset + int(symbol)
+    symbols = np.asarray(symbol)
+    if not np.issubdtype(symbols.dtype, np.integer):
+      raise ValueError(f"procedural symbols must be integers, got dtype {symbols.dtype}")
+    bad = (symbols < 0) | (symbols >= self.num_procedural)
+    if bad.any():
+      raise ValueError(f"procedural symbol {symbols[bad].flat[0]} outside "
+                       f"0 .. {self.num_procedural - 1}")
+    return symbols.astype(np.int32) + np.int32(offset)
+
+
+class _ReservedLayoutVocabulary(Vocabulary):
+  """The shared layout of the module docstring; subclasses encode and decode text ids."""
+
+  pad_id = 0
+  bos_id = 1
+  eos_id = 2
+  unk_id = 3
+  pause_id = 4
+  sol_id = 5
+  eol_id = 6
+  prior_id = 7
+  posterior_id = 8
+  num_procedural = NUM_PROCEDURAL
+
+  # Ids [_text_begin, _text_end) are text; the rest decode to names.
+  _text_begin = BYTE_OFFSET
+
+  @property
+  def _text_end(self) -> int:
+    return self.vocab_size
+
+  def procedural_id(self, symbol: int | np.ndarray) -> int | np.ndarray:
+    return self._offset_procedural(symbol, PROCEDURAL_OFFSET)
+
+  def _name(self, token_id: int) -> str:
+    if token_id < PROCEDURAL_OFFSET:
+      return _SPECIAL_NAMES[token_id]
+    if token_id < BYTE_OFFSET:
+      return procedural_piece(token_id - PROCEDURAL_OFFSET)
+    return f"<unused_{token_id}>"
+
+  @abc.abstractmethod
+  def _decode_text(self, ids: list[int]) -> str:
+    """Text of ids that all lie in [_text_begin, _text_end)."""
+
+  def decode(self, ids: Sequence[int]) -> str:
+    ids_N = np.asarray(ids, dtype=np.int64).reshape(-1)
+    if ids_N.size and (ids_N.min() < 0 or ids_N.max() >= self.vocab_size):
+      bad = ids_N[(ids_N < 0) | (ids_N >= self.vocab_size)][0]
+      raise ValueError(f"id {bad} outside the vocabulary 0 .. {self.vocab_size - 1}")
+    named_N = (ids_N < self._text_begin) | (ids_N >= self._text_end)
+    if not named_N.any():
+      return self._decode_text(ids_N.tolist())
+    # Decode each run of text ids in one call (multi-byte characters span ids) between names.
+    parts, start = [], 0
+    for position in np.flatnonzero(named_N).tolist():
+      if position > start:
+        parts.append(self._decode_text(ids_N[start:position].tolist()))
+      parts.append(self._name(int(ids_N[position])))
+      start = position + 1
+    if start < ids_N.size:
+      parts.append(self._decode_text(ids_N[start:].tolist()))
+    return "".join(parts)
+
+
+class SentencePieceVocabulary(_ReservedLayoutVocabulary):
+  """A SentencePiece model with the reserved layout (a model trained by data/train_tokenizer.py).
+
+  Text round-trips exactly (identity normalisation, no dummy prefix, whitespace kept, byte
+  fallback), except that U+2581 '▁', SentencePiece's own space marker, decodes as a space.
+  Encoding pieces of a text separately and concatenating the ids decodes to the whole text.
+  """
+
+  def __init__(self, path: str | os.PathLike):
+    import sentencepiece as spm  # noqa: PLC0415  (only this class needs it)
+
+    self.path = Path(path)
+    if not self.path.is_file():
+      raise FileNotFoundError(f"no SentencePiece model at {self.path}")
+    self._model_bytes = self.path.read_bytes()
+    self._sp = spm.SentencePieceProcessor(model_proto=self._model_bytes)
+    self._check_layout()
+
+  def _check_layout(self) -> None:
+    sp = self._sp
+    expected = list(SPECIAL_PIECES.values()) + [procedural_piece(i) for i in range(NUM_PROCEDURAL)]
+    expected += [f"<0x{byte:02X}>" for byte in range(256)]
+    if sp.get_piece_size() < TEXT_OFFSET:
+      raise ValueError(f"{self.path}: {sp.get_piece_size()} pieces, fewer than the {TEXT_OFFSET} "
+                       "reserved ids; train it with data/train_tokenizer.py")
+    for token_id, piece in enumerate(expected):
+      if sp.id_to_piece(token_id) != piece:
+        raise ValueError(f"{self.path}: id {token_id} is {sp.id_to_piece(token_id)!r}, the "
+                         f"reserved layout needs {piece!r}; train it with data/train_tokenizer.py")
+    # The trainer flags that make text round-trip, checked by their effect.
+    probe = " a  b\n1"
+    if sp.decode(sp.encode(probe)) != probe:
+      raise ValueError(f"{self.path}: does not round-trip {probe!r} (it needs identity "
+                       "normalisation, no dummy prefix and kept whitespace)")
+
+  @property
+  def vocab_size(self) -> int:
+    return self._sp.get_piece_size()
+
+  def encode(self, text: str) -> list[int]:
+    return self._sp.encode(text)
+
+  def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+    return self._sp.encode(list(texts))
+
+  def _decode_text(self, ids: list[int]) -> str:
+    return self._sp.decode(ids)
+
+  def piece(self, token_id: int) -> str:
+    """The piece string of an id (for inspection; `decode` is the inverse of `encode`)."""
+    return self._sp.id_to_piece(int(token_id))
+
+  # SentencePieceProcessor does not pickle; grain workers receive the model bytes instead.
+  def __getstate__(self):
+    return {"path": self.path, "model_bytes": self._model_bytes}
+
+  def __setstate__(self, state):
+    import sentencepiece as spm  # noqa: PLC0415
+
+    self.path, self._model_bytes = state["path"], state["model_bytes"]
+    self._sp = spm.SentencePieceProcessor(model_proto=self._model_bytes)
+
+  def __repr__(self) -> str:
+    return f"SentencePieceVocabulary({str(self.path)!r}, vocab_size={self.vocab_size})"
+
+
+class ByteVocabulary(_ReservedLayoutVocabulary):
+  """UTF-8 bytes with the reserved layout: zero setup, any text, 576 ids (521 used)."""
+
+  _text_end = TEXT_OFFSET
+
+  @property
+  def vocab_size(self) -> int:
+    return BYTE_VOCAB_SIZE
+
+  def encode(self, text: str) -> list[int]:
+    bytes_N = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+    return (bytes_N.astype(np.int32) + BYTE_OFFSET).tolist()
+
+  def _decode_text(self, ids: list[int]) -> str:
+    data = (np.asarray(ids, dtype=np.int32) - BYTE_OFFSET).astype(np.uint8).tobytes()
+    # Model output may cut a character in half: show U+FFFD rather than fail.
+    return data.decode("utf-8", errors="replace")
+
+  def __repr__(self) -> str:
+    return "ByteVocabulary()"
+
+
+def default_tokenizer_path() -> Path:
+  """The committed SentencePiece model, data/tokenizer.model (see ponder_jax.data.data_dir)."""
+  from ponder_jax.data import data_dir  # noqa: PLC0415  (the package imports this module)
+
+  return data_dir() / "tokenizer.model"
+
+
+def load_vocabulary(spec: str) -> Vocabulary:
+  """The vocabulary named by a `data.vocab` spec.
+
+  sentencepiece          the committed data/tokenizer.model (8192 ids)
+  sentencepiece:PATH     another model trained by data/train_tokenizer.py
+  byte                   ByteVocabulary (576 ids)
+  hf:PATH                a Hugging Face tokenizer on local disk (ponder_jax.convert.tokenizer)
+  """
+  kind, _, arg = str(spec).partition(":")
+  if kind == "byte" and not arg:
+    return ByteVocabulary()
+  if kind == "sentencepiece":
+    path = Path(arg) if arg else default_tokenizer_path()
+    try:
+      return SentencePieceVocabulary(path)
+    except (FileNotFoundError, ValueError) as error:
+      raise ConfigError("data.vocab", spec, str(error)) from error
+  if kind == "hf" and arg:
+    try:
+      from ponder_jax.convert.tokenizer import load_hf_vocabulary  # noqa: PLC0415
+    except ImportError as error:
+      raise ConfigError("data.vocab", spec,
+                        f"Hugging Face tokenizers need ponder_jax.convert.tokenizer: {error}"
+                        ) from error
+    return load_hf_vocabulary(arg)
+  raise ConfigError("data.vocab", spec,
+                    "must be 'sentencepiece', 'sentencepiece:PATH', 'byte' or 'hf:PATH'")
