@@ -472,10 +472,12 @@ class EcaSource(ProceduralSource):
     width, steps = self.params.width, self.params.steps
     table = (self.params.rule >> np.arange(8)) & 1
     grid = np.full((steps + 1, width + 1), self.SEP, np.int32)
+    cells = np.arange(width)
+    left, right = (cells - 1) % width, (cells + 1) % width  # the ring's neighbours
     row = rng.integers(0, 2, width)
     grid[0, :width] = row
     for t in range(1, steps + 1):
-      row = table[4 * np.roll(row, 1) + 2 * row + np.roll(row, -1)]
+      row = table[4 * row[left] + 2 * row + row[right]]
       grid[t, :width] = row
     mask = np.ones(grid.size, np.int32)
     mask[:width + 1] = 0
