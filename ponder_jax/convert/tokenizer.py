@@ -1,0 +1,207 @@
+"""A Hugging Face `tokenizer.json` behind the project's `Vocabulary` interface.
+
+`load_hf_vocabulary(dir)` reads `tokenizer.json` with the `tokenizers` library and adds the tokens
+the project reserves, as special tokens the tokenizer never splits:
+  `<pause>`, `<|START_OF_LATENT|>`, `<|END_OF_LATENT|>`, `<|PRIOR_PREFIX|>`,
+  `<|POSTERIOR_PREFIX|>`, and optionally `num_procedural` symbols `<|PROC_0|>`, `<|PROC_1|>`, ...
+Tokens the tokenizer already has (a checkpoint exported by this project) keep their ids; new ones
+get the next free ids, in that order. `added_ids` lists the new ids, so the model's embedding
+rows for them can be initialised (hf.py).
+
+pad / bos / eos come from the first of these that names them: `tokenizer_config.json`
+(`pad_token`, `bos_token`, `eos_token`), `special_tokens_map.json`, then `config.json`
+(`pad_token_id`, `bos_token_id`, `eos_token_id`; the first of a list). eos is required; bos
+falls back to eos (GPT-2 style: one token separates documents) and pad falls back to eos
+(padding is masked by segment id 0, so its id only fills slots).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Sequence
+
+import numpy as np
+
+from ponder_jax.data.vocab import Vocabulary
+
+PAUSE = "<pause>"
+LATENT_TOKENS = {
+    "sol": "<|START_OF_LATENT|>",
+    "eol": "<|END_OF_LATENT|>",
+    "prior": "<|PRIOR_PREFIX|>",
+    "posterior": "<|POSTERIOR_PREFIX|>",
+}
+TOKENIZER_FILE = "tokenizer.json"
+TOKENIZER_CONFIG = "tokenizer_config.json"
+SPECIAL_TOKENS_MAP = "special_tokens_map.json"
+
+
+def procedural_token(symbol: int) -> str:
+  return f"<|PROC_{symbol}|>"
+
+
+def _read_json(path: str) -> dict[str, Any]:
+  if not os.path.isfile(path):
+    return {}
+  with open(path, encoding="utf-8") as f:
+    try:
+      return json.load(f)
+    except ValueError as e:
+      raise ValueError(f"{path}: not valid JSON ({e})") from e
+
+
+def _token_content(value: Any) -> str | None:
+  """tokenizer_config values are a string or an AddedToken dict with 'content'."""
+  if isinstance(value, dict):
+    return value.get("content")
+  return value if isinstance(value, str) else None
+
+
+class HFVocabulary(Vocabulary):
+  """A `tokenizers.Tokenizer` with the project's special and procedural tokens."""
+
+  def __init__(self, tokenizer, *, pad_id: int, bos_id: int, eos_id: int,
+               added_ids: Sequence[int], base_size: int,
+               tokenizer_config: dict[str, Any] | None = None):
+    self.tokenizer = tokenizer
+    self._pad, self._bos, self._eos = pad_id, bos_id, eos_id
+    self.added_ids = tuple(added_ids)
+    self.base_size = base_size  # the tokenizer's size before tokens were added here
+    self._config = dict(tokenizer_config or {})
+    self._reserved = {}
+    for name, token in (("pause", PAUSE), *LATENT_TOKENS.items()):
+      self._reserved[name] = self._require(token)
+    procedural = []
+    while (i := tokenizer.token_to_id(procedural_token(len(procedural)))) is not None:
+      procedural.append(i)
+    self._procedural = np.asarray(procedural, dtype=np.int64)
+
+  def _require(self, token: str) -> int:
+    i = self.tokenizer.token_to_id(token)
+    if i is None:
+      raise ValueError(f"the tokenizer has no '{token}' token; load it with add_tokens=True")
+    return i
+
+  @property
+  def vocab_size(self) -> int:
+    return self.tokenizer.get_vocab_size(with_added_tokens=True)
+
+  @property
+  def pad_id(self) -> int:
+    return self._pad
+
+  @property
+  def bos_id(self) -> int:
+    return self._bos
+
+  @property
+  def eos_id(self) -> int:
+    return self._eos
+
+  @property
+  def pause_id(self) -> int:
+    return self._reserved["pause"]
+
+  @property
+  def sol_id(self) -> int:
+    return self._reserved["sol"]
+
+  @property
+  def eol_id(self) -> int:
+    return self._reserved["eol"]
+
+  @property
+  def prior_id(self) -> int:
+    return self._reserved["prior"]
+
+  @property
+  def posterior_id(self) -> int:
+    return self._reserved["posterior"]
+
+  @property
+  def num_procedural(self) -> int:
+    return len(self._procedural)
+
+  def procedural_id(self, symbol: int | np.ndarray) -> int | np.ndarray:
+    symbol_array = np.asarray(symbol)
+    if symbol_array.size and (symbol_array.min() < 0 or symbol_array.max() >= self.num_procedural):
+      raise ValueError(f"procedural symbol(s) {symbol!r} outside 0 .. {self.num_procedural - 1}")
+    ids = self._procedural[symbol_array]
+    return int(ids) if ids.ndim == 0 else ids
+
+  def encode(self, text: str) -> list[int]:
+    # add_special_tokens=False: no template bos/eos (LLaMA's post-processor would add bos).
+    return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+  def decode(self, ids: Sequence[int]) -> str:
+    return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)
+
+  def save(self, directory: str) -> None:
+    """tokenizer.json and tokenizer_config.json that `transformers.AutoTokenizer` loads."""
+    os.makedirs(directory, exist_ok=True)
+    self.tokenizer.save(os.path.join(directory, TOKENIZER_FILE))
+    config = dict(self._config)
+    # The tokenizer.json lists every added token; a stale copy here would disagree with it.
+    config.pop("added_tokens_decoder", None)
+    config.setdefault("tokenizer_class", "PreTrainedTokenizerFast")
+    token = self.tokenizer.id_to_token
+    config.update(pad_token=token(self.pad_id), bos_token=token(self.bos_id),
+                  eos_token=token(self.eos_id))
+    with open(os.path.join(directory, TOKENIZER_CONFIG), "w", encoding="utf-8") as f:
+      json.dump(config, f, indent=2)
+
+
+def _special_id(tokenizer, directory: str, name: str) -> int | None:
+  """The id of special token `name` ('pad' | 'bos' | 'eos'), by the documented precedence."""
+  for file in (TOKENIZER_CONFIG, SPECIAL_TOKENS_MAP):
+    path = os.path.join(directory, file)
+    content = _token_content(_read_json(path).get(f"{name}_token"))
+    if content is not None:
+      i = tokenizer.token_to_id(content)
+      if i is None:
+        raise ValueError(f"{path}: {name}_token {content!r} is not in {TOKENIZER_FILE}")
+      return i
+  value = _read_json(os.path.join(directory, "config.json")).get(f"{name}_token_id")
+  if isinstance(value, list):
+    value = value[0] if value else None
+  return value
+
+
+def load_hf_vocabulary(path: str, *, add_tokens: bool = True,
+                       num_procedural: int = 0) -> HFVocabulary:
+  """The tokenizer of a Hugging Face model directory, with the project's reserved tokens.
+
+  `add_tokens=False` requires them to be present already (a directory this project exported).
+  """
+  from tokenizers import AddedToken, Tokenizer  # pylint: disable=import-outside-toplevel
+  file = os.path.join(path, TOKENIZER_FILE)
+  if not os.path.isfile(file):
+    raise FileNotFoundError(f"{file}: no such file (only fast tokenizers in tokenizer.json are "
+                            "supported)")
+  if not isinstance(num_procedural, int) or num_procedural < 0:
+    raise ValueError(f"num_procedural = {num_procedural!r}: must be an integer >= 0")
+  tokenizer = Tokenizer.from_file(file)
+  base_size = tokenizer.get_vocab_size(with_added_tokens=True)
+  wanted = [PAUSE, *LATENT_TOKENS.values()]
+  wanted += [procedural_token(i) for i in range(num_procedural)]
+  missing = [t for t in wanted if tokenizer.token_to_id(t) is None]
+  if missing and not add_tokens:
+    raise ValueError(f"{file}: lacks {missing}; load with add_tokens=True to add them")
+  tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in missing])
+  added_ids = [tokenizer.token_to_id(t) for t in missing]
+
+  eos = _special_id(tokenizer, path, "eos")
+  if eos is None:
+    raise ValueError(f"{path}: no eos token in {TOKENIZER_CONFIG}, {SPECIAL_TOKENS_MAP} or "
+                     "config.json (eos_token_id)")
+  bos = _special_id(tokenizer, path, "bos")
+  pad = _special_id(tokenizer, path, "pad")
+  ids = {"eos": eos, "bos": eos if bos is None else bos, "pad": eos if pad is None else pad}
+  for name, i in ids.items():
+    if not 0 <= i < tokenizer.get_vocab_size(with_added_tokens=True):
+      raise ValueError(f"{path}: {name} id {i} is outside the tokenizer's "
+                       f"{tokenizer.get_vocab_size(with_added_tokens=True)} ids")
+  return HFVocabulary(tokenizer, pad_id=ids["pad"], bos_id=ids["bos"], eos_id=ids["eos"],
+                      added_ids=added_ids, base_size=base_size,
+                      tokenizer_config=_read_json(os.path.join(path, TOKENIZER_CONFIG)))
