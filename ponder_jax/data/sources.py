@@ -1,0 +1,488 @@
+"""Document sources of the pipeline: one config section `data.sources.<name>` -> a random-access
+source of raw records plus the function that turns a record into a token example.
+
+Kinds and their keys (`source_config(kind)` gives a section with every key at its default):
+  every kind     kind, pause (bool: pause insertion applies to this source)
+  text           path ('' = the shipped data/shakespeare.txt), delimiter (a regex between
+                 documents; default: blank lines), eval_fraction (held-out tail of the documents)
+  jsonl          path, field (the text key of each JSON object), on_error ('raise' | 'skip': a
+                 malformed line raises naming file and line, or is skipped and counted),
+                 eval_fraction
+  array_record   path (a file, a glob or comma-separated files), field ('' = each record is
+                 UTF-8 text; else each record is a JSON object and this is its text key),
+                 eval_fraction
+  tfds           name, split, eval_split ('' = none), data_dir ('' = the TFDS default), field;
+                 read with `tfds.data_source` (random access, no TensorFlow)
+  math           the synthetic math corpus (math_corpus.MathCorpusConfig keys, e.g. seed,
+                 train_size, kinds), thoughts (bool: thought-augmented layout, else raw text),
+                 prior_prob; the eval split is the corpus's validation split
+  thoughts       path (thought-record JSONL, see thoughts.py), prior_prob, eval_fraction
+  procedural     task, seed, num_items, eval_items and the task's own parameters (e.g. k,
+                 length); the eval split is drawn with seed + EVAL_SEED_OFFSET
+
+Token examples are dicts of int32 arrays 'tokens' and 'loss_mask' (1 = the token is a target).
+Natural text is `bos text eos` with loss everywhere (as BoLT and MaxText); thought documents use
+thoughts.format_thought_document; procedural items keep their own loss masks, their task-local
+symbols mapped to global ids by `Vocabulary.procedural_id`, and get no bos/eos (the packer's
+segment ids separate items). Every example is checked against the vocabulary size.
+
+Not here: shuffling, pause insertion, per-host slicing, mixing and packing (pipeline.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import math
+import os
+import re
+from typing import Any, Callable, Mapping, Sequence
+
+import ml_collections
+import numpy as np
+
+from ponder_jax.config import ConfigError
+from ponder_jax.data import math_corpus, procedural, thoughts
+from ponder_jax.data.vocab import Vocabulary
+
+SPLITS = ("train", "eval")
+ON_ERROR = ("raise", "skip")
+EVAL_SEED_OFFSET = 2**32  # procedural eval items: seed + this, disjoint from any train seed
+SHIPPED_TEXT = "shakespeare.txt"
+
+_COMMON = {"kind": "", "pause": True}
+_MATH_KEYS = {f.name: f.default for f in dataclasses.fields(math_corpus.MathCorpusConfig)}
+_KIND_DEFAULTS: dict[str, dict[str, Any]] = {
+    "text": {"path": "", "delimiter": r"\n\s*\n", "eval_fraction": 0.05},
+    "jsonl": {"path": "", "field": "text", "on_error": "raise", "eval_fraction": 0.05},
+    "array_record": {"path": "", "field": "", "eval_fraction": 0.05},
+    "tfds": {"name": "", "split": "train", "eval_split": "", "data_dir": "", "field": "text"},
+    "math": {**_MATH_KEYS, "thoughts": True, "prior_prob": 0.5},
+    "thoughts": {"path": "", "prior_prob": 0.5, "eval_fraction": 0.05},
+    "procedural": {"task": "", "seed": 0, "num_items": procedural.DEFAULT_NUM_ITEMS,
+                   "eval_items": 1024},
+}
+KINDS = tuple(_KIND_DEFAULTS)
+
+
+def shipped_text_path() -> str:
+  """The repository's data/shakespeare.txt (the natural-text default)."""
+  from ponder_jax.data import data_dir  # pylint: disable=g-import-not-at-top
+  return str(data_dir() / SHIPPED_TEXT)
+
+
+def source_config(kind: str, **overrides: Any) -> ml_collections.ConfigDict:
+  """A `data.sources.<name>` section of `kind` with every key at its default, then `overrides`.
+
+  Procedural task parameters (e.g. `k=16`) are not known here; pass them as overrides.
+  """
+  if kind not in _KIND_DEFAULTS:
+    raise ConfigError("kind", kind, f"unknown source kind; known kinds are {list(KINDS)}")
+  section = {**_COMMON, **_KIND_DEFAULTS[kind], "kind": kind}
+  for key, value in overrides.items():
+    if key not in section and kind != "procedural":
+      raise ConfigError(key, value, f"unknown key of a {kind} source; known keys are "
+                        f"{sorted(section)}")
+    section[key] = value
+  return ml_collections.ConfigDict(section)
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceSpec:
+  """A validated `data.sources.<name>` section."""
+  name: str
+  kind: str
+  pause: bool
+  options: Mapping[str, Any]
+
+  @property
+  def key(self) -> str:
+    return f"data.sources.{self.name}"
+
+
+def _as_dict(section: Any) -> dict[str, Any]:
+  if isinstance(section, ml_collections.ConfigDict):
+    return section.to_dict()
+  return dict(section)
+
+
+def _require(ok: bool, key: str, value: Any, why: str) -> None:
+  if not ok:
+    raise ConfigError(key, value, why)
+
+
+def validate_source(name: str, section: Mapping[str, Any]) -> SourceSpec:
+  """Checks kind, keys, types and that named files exist; opens no data."""
+  prefix = f"data.sources.{name}"
+  section = _as_dict(section)
+  kind = section.get("kind", "")
+  _require(kind in _KIND_DEFAULTS, f"{prefix}.kind", kind,
+           f"unknown source kind; known kinds are {list(KINDS)}")
+  defaults = {**_COMMON, **_KIND_DEFAULTS[kind]}
+  if kind != "procedural":  # task parameters are checked by procedural.make_procedural_source
+    for key in section:
+      _require(key in defaults, f"{prefix}.{key}", section[key],
+               f"unknown key of a {kind} source; known keys are {sorted(defaults)}")
+  options = {**defaults, **section}
+  pause = options.pop("pause")
+  options.pop("kind")
+  _require(isinstance(pause, bool), f"{prefix}.pause", pause, "must be true or false")
+  if "eval_fraction" in options:
+    frac = options["eval_fraction"]
+    _require(isinstance(frac, (int, float)) and 0.0 <= frac < 1.0, f"{prefix}.eval_fraction",
+             frac, "must lie in [0, 1)")
+  if "prior_prob" in options:
+    p = options["prior_prob"]
+    _require(isinstance(p, (int, float)) and 0.0 <= p <= 1.0, f"{prefix}.prior_prob", p,
+             "must be a probability in [0, 1]")
+  if kind in ("jsonl", "thoughts", "array_record") or (kind == "text" and options["path"]):
+    _require(bool(options["path"]), f"{prefix}.path", options["path"],
+             f"a {kind} source needs a path")
+    _require(bool(_expand_paths(options["path"])), f"{prefix}.path", options["path"],
+             "no such file")
+  if kind == "text":
+    try:
+      re.compile(options["delimiter"])
+    except (re.error, TypeError) as e:
+      raise ConfigError(f"{prefix}.delimiter", options["delimiter"],
+                        f"not a regular expression ({e})") from None
+    _require(bool(options["delimiter"]), f"{prefix}.delimiter", options["delimiter"],
+             "must not be empty")
+  if kind == "jsonl":
+    _require(options["on_error"] in ON_ERROR, f"{prefix}.on_error", options["on_error"],
+             f"must be one of {ON_ERROR}")
+    _require(bool(options["field"]), f"{prefix}.field", options["field"], "must name a key")
+  if kind == "tfds":
+    _require(bool(options["name"]), f"{prefix}.name", options["name"],
+             "a tfds source needs a dataset name")
+    _require(bool(options["field"]), f"{prefix}.field", options["field"], "must name a feature")
+  if kind == "math":
+    _require(isinstance(options["thoughts"], bool), f"{prefix}.thoughts", options["thoughts"],
+             "must be true or false")
+    math_corpus.MathCorpusConfig.from_config(_math_section(options), prefix)
+  if kind == "procedural":
+    _require(bool(options["task"]), f"{prefix}.task", options["task"],
+             "a procedural source needs a task")
+    for key in ("num_items", "eval_items"):
+      _require(isinstance(options[key], int) and options[key] > 0, f"{prefix}.{key}",
+               options[key], "must be a positive integer")
+    _require(isinstance(options["seed"], int) and 0 <= options["seed"] < EVAL_SEED_OFFSET,
+             f"{prefix}.seed", options["seed"], f"must be an integer in [0, {EVAL_SEED_OFFSET})")
+    # Builds (cheaply: items are generated on access) to check the task and its parameters.
+    _procedural_source(name, options, "train")
+  return SourceSpec(name=name, kind=kind, pause=pause, options=options)
+
+
+def _math_section(options: Mapping[str, Any]) -> dict[str, Any]:
+  return {k: v for k, v in options.items() if k in _MATH_KEYS}
+
+
+def _procedural_source(name: str, options: Mapping[str, Any],
+                       split: str) -> procedural.ProceduralSource:
+  params = {k: v for k, v in options.items()
+            if k not in ("task", "seed", "num_items", "eval_items")}
+  train = split == "train"
+  return procedural.make_procedural_source(
+      options["task"], options["seed"] + (0 if train else EVAL_SEED_OFFSET),
+      options["num_items"] if train else options["eval_items"],
+      config_key=f"data.sources.{name}", **params)
+
+
+def _expand_paths(pattern: str) -> list[str]:
+  paths = []
+  for part in str(pattern).split(","):
+    part = os.path.expanduser(part.strip())
+    if any(c in part for c in "*?["):
+      paths += sorted(glob.glob(part))
+    elif os.path.exists(part):
+      paths.append(part)
+  return paths
+
+
+# Record sources ----------------------------------------------------------------------------------
+
+
+class _Range:
+  """Records [start, stop) of a random-access source, re-indexed from 0."""
+
+  def __init__(self, base: Any, start: int, stop: int):
+    self.base, self.start, self.stop = base, start, stop
+
+  def __len__(self) -> int:
+    return self.stop - self.start
+
+  def __getitem__(self, index: int) -> Any:
+    index = int(index)
+    if not 0 <= index < len(self):
+      raise IndexError(f"index {index} out of range for {len(self)} records")
+    return self.base[self.start + index]
+
+
+def _split_tail(records: Any, spec: SourceSpec, split: str) -> Any:
+  """Train: all but the held-out tail (eval_fraction of the records); eval: the tail."""
+  n = len(records)
+  num_eval = math.ceil(spec.options["eval_fraction"] * n)
+  _require(n - num_eval > 0, f"{spec.key}.eval_fraction", spec.options["eval_fraction"],
+           f"leaves no training documents out of {n}")
+  return _Range(records, 0, n - num_eval) if split == "train" else _Range(records, n - num_eval, n)
+
+
+def _read_text(path: str, key: str) -> str:
+  try:
+    with open(path, encoding="utf-8") as f:
+      return f.read()
+  except UnicodeDecodeError as e:
+    raise ValueError(f"{key}: {path} is not UTF-8 text ({e})") from None
+
+
+def _text_documents(spec: SourceSpec) -> list[str]:
+  path = spec.options["path"] or shipped_text_path()
+  text = _read_text(path, spec.key)
+  return [doc.strip() for doc in re.split(spec.options["delimiter"], text) if doc.strip()]
+
+
+@dataclasses.dataclass
+class JsonlReport:
+  """What reading a JSONL source skipped (on_error = 'skip')."""
+  skipped: int = 0
+  first_error: str = ""
+
+
+def read_jsonl_texts(path: str, field: str, *, on_error: str = "raise",
+                     report: JsonlReport | None = None) -> list[str]:
+  """The `field` string of each JSON line of `path`. A malformed line (bad JSON, not an object,
+  missing or non-string field) raises ValueError naming file and line, or with on_error='skip'
+  is counted in `report` and left out. Blank lines are ignored."""
+  texts = []
+  with open(path, encoding="utf-8") as f:
+    for line_no, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        record = json.loads(line)
+        if not isinstance(record, dict):
+          raise ValueError("not a JSON object")
+        if field not in record:
+          raise ValueError(f"missing field '{field}'")
+        if not isinstance(record[field], str):
+          raise ValueError(f"field '{field}' is {type(record[field]).__name__}, not a string")
+      except ValueError as e:  # json.JSONDecodeError is a ValueError
+        message = f"{path}:{line_no}: {e}"
+        if on_error == "raise":
+          raise ValueError(message) from None
+        if report is not None:
+          report.skipped += 1
+          report.first_error = report.first_error or message
+        continue
+      texts.append(record[field])
+  return texts
+
+
+class _ArrayRecordTexts:
+  """Random access to the texts of ArrayRecord files (UTF-8 records, or JSON with a field)."""
+
+  def __init__(self, paths: Sequence[str], field: str, key: str):
+    import grain  # pylint: disable=g-import-not-at-top
+    self._source = grain.sources.ArrayRecordDataSource(list(paths))
+    self._paths, self._field, self._key = list(paths), field, key
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def __getitem__(self, index: int) -> str:
+    raw = self._source[int(index)]
+    try:
+      text = raw.decode("utf-8")
+      if self._field:
+        record = json.loads(text)
+        text = record[self._field]
+        if not isinstance(text, str):
+          raise ValueError(f"field '{self._field}' is {type(text).__name__}, not a string")
+    except (ValueError, KeyError, TypeError) as e:
+      raise ValueError(f"{self._key}: record {index} of {self._paths} is malformed: "
+                       f"{type(e).__name__}: {e}") from None
+    return text
+
+
+class _TfdsTexts:
+  """Random access to one text feature of a TFDS split through `tfds.data_source`."""
+
+  def __init__(self, spec: SourceSpec, split: str):
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    o = spec.options
+    self._field, self._key = o["field"], spec.key
+    self._source = tfds.data_source(o["name"], split=split, data_dir=o["data_dir"] or None)
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def __getitem__(self, index: int) -> str:
+    record = self._source[int(index)]
+    if self._field not in record:
+      raise ConfigError(f"{self._key}.field", self._field,
+                        f"not a feature of the records (features: {sorted(record)})")
+    value = record[self._field]
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+# Token sources -----------------------------------------------------------------------------------
+
+
+class TokenSource:
+  """Random access to the raw records of one split of one source, and their token examples.
+
+  `source[i]` is `(i, record)`; `example((i, record), rng)` is its token example (rng drives the
+  thought form of each chunk; other kinds ignore it). `num_skipped` counts records left out by
+  on_error = 'skip'.
+  """
+
+  def __init__(self, spec: SourceSpec, split: str, records: Any,
+               to_tokens: Callable[[Any, np.random.Generator], dict[str, np.ndarray]],
+               vocab_size: int, describe: Callable[[int], str], num_skipped: int = 0):
+    self.spec, self.split, self.name = spec, split, spec.name
+    self._records, self._to_tokens = records, to_tokens
+    self._vocab_size, self._describe = vocab_size, describe
+    self.num_skipped = num_skipped
+
+  def __len__(self) -> int:
+    return len(self._records)
+
+  def __getitem__(self, index: int) -> tuple[int, Any]:
+    index = int(index)
+    return index, self._records[index]
+
+  def __repr__(self) -> str:
+    return f"TokenSource({self.spec.key}, kind={self.spec.kind}, split={self.split}, n={len(self)})"
+
+  def example(self, indexed_record: tuple[int, Any],
+              rng: np.random.Generator) -> dict[str, np.ndarray]:
+    index, record = indexed_record
+    example = self._to_tokens(record, rng)
+    tokens = example["tokens"]
+    if tokens.size and (tokens.max() >= self._vocab_size or tokens.min() < 0):
+      bad = int(tokens.max() if tokens.max() >= self._vocab_size else tokens.min())
+      raise ValueError(f"{self.spec.key} ({self._describe(index)}): token id {bad} is outside "
+                       f"the vocabulary [0, {self._vocab_size})")
+    return example
+
+
+def _text_example(vocab: Vocabulary) -> Callable[[str, np.random.Generator], dict]:
+  bos, eos = vocab.bos_id, vocab.eos_id
+
+  def to_tokens(text: str, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    del rng
+    tokens = np.asarray([bos, *vocab.encode(text), eos], np.int32)
+    return {"tokens": tokens, "loss_mask": np.ones_like(tokens)}
+
+  return to_tokens
+
+
+def _thought_example(vocab: Vocabulary, prior_prob: float):
+  def to_tokens(chunks, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    return thoughts.format_thought_document(chunks, vocab, rng, prior_prob=prior_prob)
+
+  return to_tokens
+
+
+def _check_nonempty(records: Any, spec: SourceSpec, split: str) -> None:
+  if len(records) == 0:  # pylint: disable=g-explicit-length-test
+    key = {"tfds": "split" if split == "train" else "eval_split", "math": f"{split}_size",
+           "procedural": "num_items"}.get(spec.kind, "path")
+    value = spec.options.get(key, spec.options.get("path", ""))
+    raise ConfigError(f"{spec.key}.{key}", value or "(shipped text)",
+                      f"the {split} split of source '{spec.name}' holds no documents")
+
+
+def has_eval_split(spec: SourceSpec) -> bool:
+  o = spec.options
+  if spec.kind == "tfds":
+    return bool(o["eval_split"])
+  if "eval_fraction" in o:
+    return o["eval_fraction"] > 0
+  return True  # math: validation split; procedural: fresh seed
+
+
+def open_source(spec: SourceSpec, vocab: Vocabulary, split: str = "train") -> TokenSource:
+  """Opens one split of a validated source. Raises ConfigError (naming the key) on an empty
+  source, a vocabulary too small for a procedural task, or a split with no held-out part."""
+  if split not in SPLITS:
+    raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+  o, kind, num_skipped = spec.options, spec.kind, 0
+  path = o.get("path", "")
+  describe = lambda i: f"{path or kind} document {i}"  # noqa: E731
+  if split == "eval" and not has_eval_split(spec):
+    raise ConfigError(f"{spec.key}.eval_fraction" if "eval_fraction" in o else
+                      f"{spec.key}.eval_split", 0, f"source '{spec.name}' has no eval split")
+  if kind in ("text", "jsonl", "array_record", "tfds"):
+    to_tokens = _text_example(vocab)
+    if kind == "text":
+      records = _text_documents(spec)
+      describe = lambda i: f"{path or SHIPPED_TEXT} document {i}"  # noqa: E731
+    elif kind == "jsonl":
+      report = JsonlReport()
+      records = []
+      for file in _expand_paths(path):
+        records += read_jsonl_texts(file, o["field"], on_error=o["on_error"], report=report)
+      num_skipped = report.skipped
+    elif kind == "array_record":
+      records = _ArrayRecordTexts(_expand_paths(path), o["field"], spec.key)
+      describe = lambda i: f"{path} record {i}"  # noqa: E731
+    else:
+      records = _TfdsTexts(spec, o["split"] if split == "train" else o["eval_split"])
+      describe = lambda i: f"tfds {o['name']} record {i}"  # noqa: E731
+    if kind != "tfds":
+      _check_nonempty(records, spec, "train")
+      records = _split_tail(records, spec, split)
+  elif kind == "thoughts":
+    doc_ids, records = [], []
+    for file in _expand_paths(path):
+      ids, docs = thoughts.read_thought_records(file)
+      doc_ids += ids
+      records += docs
+    _check_nonempty(records, spec, "train")
+    records = _split_tail(records, spec, split)
+    to_tokens = _thought_example(vocab, o["prior_prob"])
+    describe = lambda i: f"{path} doc_id {doc_ids[records.start + i]!r}"  # noqa: E731
+  elif kind == "math":
+    config = math_corpus.MathCorpusConfig.from_config(_math_section(o), spec.key)
+    corpus = math_corpus.MathCorpus(config, "train" if split == "train" else "validation",
+                                    prefix=spec.key)
+    records = _MathRecords(corpus, o["thoughts"])
+    to_tokens = (_thought_example(vocab, o["prior_prob"]) if o["thoughts"]
+                 else _text_example(vocab))
+    describe = lambda i: f"math corpus {records.split} item {i}"  # noqa: E731
+  else:
+    source = _procedural_source(spec.name, o, split)
+    if source.num_symbols > vocab.num_procedural:
+      raise ConfigError(f"{spec.key}.task", o["task"],
+                        f"needs {source.num_symbols} procedural symbols but the vocabulary "
+                        f"reserves {vocab.num_procedural}")
+    records = source
+    to_tokens = _procedural_example(vocab)
+    describe = lambda i: f"{o['task']} item {i}"  # noqa: E731
+  _check_nonempty(records, spec, split)
+  return TokenSource(spec, split, records, to_tokens, vocab.vocab_size, describe, num_skipped)
+
+
+class _MathRecords:
+  """A math-corpus split as thought documents (record chunks) or raw texts."""
+
+  def __init__(self, corpus: math_corpus.MathCorpus, with_thoughts: bool):
+    self._corpus, self._with_thoughts, self.split = corpus, with_thoughts, corpus.split
+
+  def __len__(self) -> int:
+    return len(self._corpus)
+
+  def __getitem__(self, index: int):
+    record = self._corpus[index]
+    return [tuple(chunk) for chunk in record["chunks"]] if self._with_thoughts else record["text"]
+
+
+def _procedural_example(vocab: Vocabulary):
+  def to_tokens(item: Mapping[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    del rng
+    tokens = np.asarray(vocab.procedural_id(np.asarray(item["tokens"])), np.int32)
+    return {"tokens": tokens, "loss_mask": np.asarray(item["loss_mask"], np.int32)}
+
+  return to_tokens
