@@ -390,7 +390,8 @@ class ThoughtError(ValueError):
   """A thought does not parse, states a false step, or steps disagree on the unknown."""
 
 
-_TOKEN = re.compile(r"\d+|x|[-+*/()]")
+_TOKEN = re.compile(r"[0-9]+|x|[-+*/()]|\S")  # spaces separate tokens; \S catches strays
+_DIGITS = "0123456789"
 _Linear = tuple[Fraction, Fraction]  # coef * x + const
 
 
@@ -398,14 +399,17 @@ class _LinearParser:
   """Recursive descent over + - * / ( ), integers and x, with implicit products (`3x`, `2(x+1)`)."""
 
   def __init__(self, text: str):
-    compact = text.replace(" ", "")
-    self.tokens = _TOKEN.findall(compact)
-    if not self.tokens or "".join(self.tokens) != compact:
+    self.tokens = _TOKEN.findall(text)
+    stray = [t for t in self.tokens if t[0] not in _DIGITS and t not in "x-+*/()"]
+    if not self.tokens or stray:
       raise ThoughtError(f"cannot read expression {text!r}")
     self.pos, self.text = 0, text
 
   def parse(self) -> _Linear:
-    value = self._sum()
+    try:
+      value = self._sum()
+    except RecursionError:  # model-written thoughts can nest parentheses without end
+      raise ThoughtError(f"expression nested too deeply: {self.text[:50]!r}...") from None
     if self.pos != len(self.tokens):
       raise ThoughtError(f"unexpected {self.tokens[self.pos]!r} in {self.text!r}")
     return value
@@ -462,7 +466,7 @@ class _LinearParser:
       if self._take() != ")":
         raise ThoughtError(f"missing ')' in {self.text!r}")
       return value
-    if token.isdigit():
+    if token[0] in _DIGITS:
       if len(token) > 100:
         raise ThoughtError(f"number too long in {self.text!r}")
       return Fraction(0), Fraction(int(token))

@@ -213,7 +213,10 @@ class SentencePieceVocabulary(_ReservedLayoutVocabulary):
     if not self.path.is_file():
       raise FileNotFoundError(f"no SentencePiece model at {self.path}")
     self._model_bytes = self.path.read_bytes()
-    self._sp = spm.SentencePieceProcessor(model_proto=self._model_bytes)
+    try:
+      self._sp = spm.SentencePieceProcessor(model_proto=self._model_bytes)
+    except RuntimeError as error:
+      raise ValueError(f"{self.path} is not a SentencePiece model: {error}") from error
     self._check_layout()
 
   def _check_layout(self) -> None:
