@@ -69,8 +69,8 @@ def split_sentences(text: str) -> list[str]:
   """Sentence units of `text`: paragraphs, then sentences within each; `"".join` gives `text`
   back (leading newlines excepted). Whitespace between sentences starts the next unit.
 
-  A full stop does not end a sentence after a listed abbreviation, a single capital (initials)
-  or a number, nor when the next word starts in lower case ("e.g. this").
+  No sentence ends before a word in lower case ('"Why?" he asked', "e.g. this"), nor at a full
+  stop after a listed abbreviation, a single letter (initials) or a number.
   """
   units: list[str] = []
   for paragraph in split_paragraphs(text):
@@ -80,9 +80,8 @@ def split_sentences(text: str) -> list[str]:
       word = paragraph[start:match.start()].rsplit(None, 1)[-1:] or [""]
       word = word[0].lower().lstrip("(\"'")
       following = _NEXT_CHAR.match(paragraph, end).group(1)
-      if match.group().startswith(".") and (
-          word in _ABBREVIATIONS or (len(word) == 1 and word.isalpha()) or word.isdigit()
-          or following.islower()):
+      if following.islower() or (match.group().startswith(".") and (
+          word in _ABBREVIATIONS or (len(word) == 1 and word.isalpha()) or word.isdigit())):
         continue
       if following:
         units.append(paragraph[start:end])
