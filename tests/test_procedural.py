@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ponder_jax.config import ConfigError
-from ponder_jax.data.procedural import PROCEDURAL_TASKS, make_procedural_source
+from ponder_jax.data.procedural import (PROCEDURAL_TASKS, DyckParams, DyckSource, SequenceParams,
+                                        StackSource, make_procedural_source)
 
 EXAMPLES = settings(max_examples=50, deadline=None)
 seeds = st.integers(0, 2**64 - 1)
@@ -416,3 +417,15 @@ def test_config_key_names_the_source_section():
   with pytest.raises(ConfigError) as info:
     make_procedural_source("dyck", config_key="data.sources.warmup", k=0)
   assert info.value.key == "data.sources.warmup.k"
+
+
+def test_direct_construction_is_validated_too():
+  assert DyckSource().params == DyckParams()
+  with pytest.raises(ConfigError) as info:
+    DyckSource(DyckParams(k=0))
+  assert info.value.key == "data.sources.dyck.k"
+  with pytest.raises(ConfigError) as info:
+    StackSource(SequenceParams(length=2), config_key="data.sources.s")
+  assert info.value.key == "data.sources.s.length"
+  with pytest.raises(ConfigError):
+    DyckSource(SequenceParams())

@@ -61,13 +61,21 @@ def _check_probability(key: str, value: Any) -> None:
 
 
 class ProceduralSource(abc.ABC):
-  """A grain random-access source of one procedural task; see the module docstring."""
+  """A grain random-access source of one procedural task; see the module docstring.
+
+  `params` is the task's `Params` dataclass (None: its defaults); everything is validated here,
+  with errors naming `<config_key>.<param>` (default config_key: `data.sources.<task>`).
+  """
 
   task: ClassVar[str]
   Params: ClassVar[type]
 
-  def __init__(self, params: Any, seed: int = 0, num_items: int = DEFAULT_NUM_ITEMS):
-    self.params = params
+  def __init__(self, params: Any = None, seed: int = 0, num_items: int = DEFAULT_NUM_ITEMS,
+               config_key: str | None = None):
+    prefix = config_key or f"data.sources.{self.task}"
+    _check_int(f"{prefix}.seed", seed, 0, _U64 - 1)
+    _check_int(f"{prefix}.num_items", num_items, 1, _U64 - 1)
+    self.params = self._validated(self.Params() if params is None else params, prefix)
     self.seed = int(seed)
     self.num_items = int(num_items)
     # Counter-based streams: the Philox key is (seed, task), so two tasks with one seed never
@@ -88,6 +96,11 @@ class ProceduralSource(abc.ABC):
   @abc.abstractmethod
   def _generate(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(tokens, loss_mask) of one item drawn with `rng`."""
+
+  def _validated(self, params: Any, prefix: str) -> Any:
+    if not isinstance(params, self.Params):
+      raise ConfigError(prefix, params, f"task '{self.task}' takes {self.Params.__name__}")
+    return params.validated(prefix)
 
   def __len__(self) -> int:
     return self.num_items
@@ -114,8 +127,8 @@ class SequenceParams:
   length: int = 64  # n, the input length (official seq tasks: 64)
   vocab: int = 100  # V; data symbols 1 .. V-1, SEP = V, PAD = V + 1
 
-  def validated(self, prefix: str, min_length: int = 1) -> "SequenceParams":
-    _check_int(f"{prefix}.length", self.length, min_length)
+  def validated(self, prefix: str) -> "SequenceParams":
+    _check_int(f"{prefix}.length", self.length, 1)
     _check_int(f"{prefix}.vocab", self.vocab, 3, MAX_SYMBOLS - 2)
     return self
 
@@ -124,6 +137,12 @@ class _SequenceSource(ProceduralSource):
   """Layout: 0 unused (stack: pop), 1 .. V-1 data, SEP = V, PAD = V + 1."""
 
   Params = SequenceParams
+  min_length: ClassVar[int] = 1  # the shortest input the task can be built from
+
+  def _validated(self, params, prefix):
+    params = super()._validated(params, prefix)
+    _check_int(f"{prefix}.length", params.length, self.min_length)
+    return params
 
   @property
   def num_symbols(self) -> int:
@@ -207,6 +226,7 @@ class UnionSource(_SequenceSource):
   Length 2 * (n // 2) + 2 + n.
   """
   task = "union"
+  min_length = 2  # two halves of n // 2
 
   def _generate(self, rng):
     half = self.params.length // 2
@@ -239,6 +259,7 @@ class StackSource(_SequenceSource):
   if empty" fix-up never fires; with n >= 3 the item always fits in 2n.
   """
   task = "stack"
+  min_length = 3  # n + 1 + |stack| fits the official 2n only from n = 3
   POP = 0
 
   @property
@@ -640,10 +661,6 @@ PROCEDURAL_TASKS: dict[str, type[ProceduralSource]] = {
         ReversedAdditionSource, MultiplicationSource, NeedleSource)
 }
 
-# Inputs shorter than this cannot hold the task (union splits n in two halves; the stack item
-# n + 1 + |stack| only fits its official 2n length from n = 3).
-_MIN_LENGTH = {"union": 2, "stack": 3}
-
 
 def make_procedural_source(task: str, seed: int = 0, num_items: int = DEFAULT_NUM_ITEMS, *,
                            config_key: str | None = None, **params: Any) -> ProceduralSource:
@@ -661,11 +678,4 @@ def make_procedural_source(task: str, seed: int = 0, num_items: int = DEFAULT_NU
     if name not in names:
       raise ConfigError(f"{prefix}.{name}", value,
                         f"unknown parameter of task '{task}'; known ones are {sorted(names)}")
-  _check_int(f"{prefix}.seed", seed, 0, _U64 - 1)
-  _check_int(f"{prefix}.num_items", num_items, 1, _U64 - 1)
-  p = cls.Params(**params)
-  if isinstance(p, SequenceParams):
-    p = p.validated(prefix, _MIN_LENGTH.get(task, 1))
-  else:
-    p = p.validated(prefix)
-  return cls(p, seed=seed, num_items=num_items)
+  return cls(cls.Params(**params), seed=seed, num_items=num_items, config_key=prefix)
