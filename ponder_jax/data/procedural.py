@@ -1,9 +1,10 @@
 """Procedural warm-up data: random-access grain sources of algorithmic sequences.
 
 Every source here is a grain random-access data source (`__len__`, `__getitem__`; use it with
-`grain.MapDataset.source(...)`). Item i is a pure function of (task, seed, i): its random
-generator is seeded from exactly those, so any index regenerates on demand, nothing is stored,
-and a pipeline's iterator state is just an index. An item is
+`grain.MapDataset.source(...)`). Item i is a pure function of (task, params, seed, i): its
+counter-based random generator is keyed on (seed, task) and starts at a counter set by i, so any
+index regenerates on demand, nothing is stored, and a pipeline's iterator state is an index.
+An item is
 
   {'tokens': int32[n], 'loss_mask': int32[n]}
 
@@ -17,7 +18,8 @@ Tasks (METHODS.md §3.2 and §3.4, following `zlshinnick/procedural-pretraining`
   dyck, shuffled_dyck                                     bracket languages, loss on every token
                                                           after the first
   eca                                                     elementary cellular automaton (rule 110
-                                                          by default), loss on rows 2 .. T + 1
+                                                          by default), loss on every row after
+                                                          the first (which is random)
   addition, reversed_addition, multiplication             loss on the answer digits and stop
   needle                                                  key-value recall, loss on the answer
 
@@ -165,7 +167,7 @@ class _SequenceSource(ProceduralSource):
 
   def _layout(self, prompt: list[np.ndarray], output: np.ndarray,
               padded_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """prompt parts joined by SEP, SEP, output padded to `padded_len`; targets = output."""
+    """Each prompt part followed by SEP, then `output` padded to `padded_len`; targets = output."""
     parts = []
     for part in prompt:
       parts += [part, [self.sep]]
