@@ -159,7 +159,7 @@ def test_evaluate_thought_checks_each_step():
       evaluate_thought(bad)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.text(alphabet=st.sampled_from(list("0123456789x+-*/()=, .a")), max_size=40))
 def test_evaluate_thought_on_any_text_returns_or_raises_thought_error(text):
   # Evaluations feed it model output: anything else than a value or a ThoughtError is a bug.

@@ -1,11 +1,14 @@
 """Vocabularies: the reserved layout, exact round trips, specials never produced by encode."""
 
+import functools
 import importlib.util
+import io
 import pickle
 import shutil
 
 import numpy as np
 import pytest
+import sentencepiece as spm
 from hypothesis import given, settings, strategies as st
 
 from ponder_jax.config import ConfigError, ModelConfig
@@ -13,7 +16,7 @@ from ponder_jax.data import DATA_DIR, DATA_DIR_ENV, data_dir
 from ponder_jax.data.math_corpus import KINDS, MathCorpus, MathCorpusConfig
 from ponder_jax.data.vocab import (
     BYTE_OFFSET, BYTE_VOCAB_SIZE, SENTENCEPIECE_VOCAB_SIZE, SPECIAL_PIECES, ByteVocabulary,
-    SentencePieceVocabulary, load_vocabulary)
+    SentencePieceVocabulary, control_pieces, load_vocabulary)
 
 SP = load_vocabulary("sentencepiece")
 BYTES = ByteVocabulary()
@@ -55,15 +58,21 @@ def test_sentencepiece_pieces_follow_the_layout():
   assert SP.encode("\x07") == BYTES.encode("\x07") == [BYTE_OFFSET + 7]
 
 
+@functools.cache
+def _shakespeare_ids(vocab):
+  return vocab.encode(SHAKESPEARE)
+
+
 @VOCABS
 def test_shakespeare_round_trips(vocab):
-  ids = vocab.encode(SHAKESPEARE)
+  ids = _shakespeare_ids(vocab)
   assert vocab.decode(ids) == SHAKESPEARE
   assert min(ids) >= BYTE_OFFSET
 
 
 def test_sentencepiece_compresses_shakespeare():
-  tokens_per_char = len(SP.encode(SHAKESPEARE)) / len(SHAKESPEARE)
+  # 0.273 tokens per character when committed; bytes are 1.0.
+  tokens_per_char = len(_shakespeare_ids(SP)) / len(SHAKESPEARE)
   assert 0.2 < tokens_per_char < 0.32
 
 
@@ -94,20 +103,20 @@ def test_digits_are_split():
 
 
 @VOCABS
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(text=TEXTS)
 def test_encode_never_produces_reserved_ids(vocab, text):
   text_end = BYTE_OFFSET + 256 if vocab is BYTES else vocab.vocab_size
   assert all(BYTE_OFFSET <= i < text_end for i in vocab.encode(text))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(text=TEXTS)
 def test_byte_vocabulary_round_trips_any_unicode(text):
   assert BYTES.decode(BYTES.encode(text)) == text
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(text=TEXTS)
 def test_sentencepiece_round_trips_text_without_its_space_marker(text):
   text = text.replace("\u2581", "")
@@ -124,7 +133,7 @@ def test_procedural_ids_are_distinct_from_specials_and_text(vocab):
   ids_N = vocab.procedural_id(np.arange(256))
   assert ids_N.dtype == np.int32 and ids_N.tolist() == list(range(9, 265))
   assert not set(ids_N.tolist()) & set(vocab.special_ids.values())
-  assert not set(ids_N.tolist()) & set(vocab.encode(SHAKESPEARE[:20000]))
+  assert not set(ids_N.tolist()) & set(_shakespeare_ids(vocab))
   grid = np.array([[0, 1], [128, 255]], dtype=np.uint8)
   assert vocab.procedural_id(grid).tolist() == [[9, 10], [137, 264]]
   assert vocab.procedural_id(np.int64(3)) == 12
@@ -216,15 +225,18 @@ def test_train_tokenizer_is_deterministic_and_gives_the_layout(tmp_path):
   assert tiny.decode(tiny.encode(text)) == text
 
 
-def test_a_model_without_the_layout_is_rejected(tmp_path):
-  import io
-
-  import sentencepiece as spm
-
+@pytest.mark.parametrize("flags,why", [
+    ({}, "reserved layout"),
+    # The right names at the right ids, but as user-defined symbols, which encode would produce.
+    ({"user_defined_symbols": control_pieces(), "pad_id": 0, "bos_id": 1, "eos_id": 2,
+      "unk_id": 3, "pad_piece": "<pad>", "bos_piece": "<bos>", "eos_piece": "<eos>",
+      "byte_fallback": True}, "must be a control symbol"),
+])
+def test_a_model_without_the_layout_is_rejected(tmp_path, flags, why):
   model = io.BytesIO()
   spm.SentencePieceTrainer.train(sentence_iterator=iter(SHAKESPEARE[:30000].split("\n")),
-                                 model_writer=model, vocab_size=300, minloglevel=2)
-  path = tmp_path / "plain.model"
+                                 model_writer=model, vocab_size=800, minloglevel=2, **flags)
+  path = tmp_path / "other.model"
   path.write_bytes(model.getvalue())
-  with pytest.raises(ConfigError, match="reserved"):
+  with pytest.raises(ConfigError, match=why):
     load_vocabulary(f"sentencepiece:{path}")

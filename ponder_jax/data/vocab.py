@@ -10,7 +10,8 @@ sequence-task tokens, separators) to a global id.
 
 The project's vocabularies share one fixed layout of their first 521 ids:
   0 <pad>   1 <bos>   2 <eos>   3 <unk> (reserved; byte fallback means encode never needs it)
-  4 <pause>   5 <|START_OF_LATENT|>   6 <|END_OF_LATENT|>   7 <|PRIOR_PREFIX|>   8 <|POSTERIOR_PREFIX|>
+  4 <pause>   5 <|START_OF_LATENT|>   6 <|END_OF_LATENT|>
+  7 <|PRIOR_PREFIX|>   8 <|POSTERIOR_PREFIX|>
   9 .. 264    procedural symbols 0 .. 255, named <proc_0> .. <proc_255>
   265 .. 520  the bytes 0x00 .. 0xFF
 `SentencePieceVocabulary` (data/tokenizer.model, trained by data/train_tokenizer.py) puts 7671
@@ -221,7 +222,7 @@ class SentencePieceVocabulary(_ReservedLayoutVocabulary):
 
   def _check_layout(self) -> None:
     sp = self._sp
-    expected = list(SPECIAL_PIECES.values()) + [procedural_piece(i) for i in range(NUM_PROCEDURAL)]
+    expected = list(_SPECIAL_NAMES) + [procedural_piece(i) for i in range(NUM_PROCEDURAL)]
     expected += [f"<0x{byte:02X}>" for byte in range(256)]
     if sp.get_piece_size() < TEXT_OFFSET:
       raise ValueError(f"{self.path}: {sp.get_piece_size()} pieces, fewer than the {TEXT_OFFSET} "
@@ -230,6 +231,12 @@ class SentencePieceVocabulary(_ReservedLayoutVocabulary):
       if sp.id_to_piece(token_id) != piece:
         raise ValueError(f"{self.path}: id {token_id} is {sp.id_to_piece(token_id)!r}, the "
                          f"reserved layout needs {piece!r}; train it with data/train_tokenizer.py")
+    # Only control symbols are safe from encode: a user-defined `<pause>` would match text.
+    for token_id in range(BYTE_OFFSET):
+      if token_id != self.unk_id and not sp.is_control(token_id):
+        raise ValueError(f"{self.path}: {expected[token_id]!r} (id {token_id}) must be a control "
+                         "symbol, which encode never produces; train it with "
+                         "data/train_tokenizer.py")
     # The trainer flags that make text round-trip, checked by their effect.
     probe = " a  b\n1"
     if sp.decode(sp.encode(probe)) != probe:
