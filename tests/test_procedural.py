@@ -228,7 +228,7 @@ def reference_dyck_depths(rng, n, p_open):
 
 @pytest.mark.parametrize("p_open", [0.3, 0.7])
 def test_dyck_depth_profile_matches_the_official_chain(p_open):
-  n, samples = 24, 4000
+  n, samples = 24, 2000
   source = make_procedural_source("dyck", seed=11, length=n, k=2, p_open=p_open)
   ours = np.array([np.cumsum(np.where(source[i]["tokens"] < 2, 1, -1)) for i in range(samples)])
   rng = np.random.default_rng(0)
