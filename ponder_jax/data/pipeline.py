@@ -345,6 +345,19 @@ def _source_stream(spec: DataSpec, source: sources_lib.TokenSource, vocab: Vocab
       it, _SplitLong(spec.seq_len, spec.packing["split_long"], source.spec.key))
 
 
+def source_stream(data_cfg: Any, vocab: Vocabulary, name: str, *, split: str = "train",
+                  process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
+  """The examples one host reads from source `name` before mixing (train: the endless shuffled
+  stream; eval: the held-out split once): dicts with 'tokens', 'loss_mask', 'source_id' and
+  'doc_index' (the item's index g in the one-process stream). For inspection and tests."""
+  spec = _spec(data_cfg)
+  _check_process(process_index, process_count)
+  _check(name in spec.sources, "data.sources", name, f"no such source; known: {spec.source_names}")
+  source = sources_lib.open_source(spec.sources[name], vocab, split)
+  return _source_stream(spec, source, vocab, train=split == "train",
+                        process_index=process_index, process_count=process_count)
+
+
 def _pack(spec: DataSpec, ds: grain.IterDataset, vocab: Vocabulary, bins: int, *,
           shuffle_bins: bool, salt: int) -> grain.IterDataset:
   length = {key: spec.seq_len for key in _PACKED_FIELDS}
