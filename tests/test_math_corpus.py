@@ -180,6 +180,12 @@ def test_fixed_sizes_hold_distinct_problems():
   assert len(MathCorpus(config, "test")) == UNBOUNDED_LENGTH
 
 
+def test_a_vanishing_split_fraction_is_a_config_error():
+  config = MathCorpusConfig(test_fraction=1e-9, test_size=0)
+  with pytest.raises(ConfigError, match="data.math.test_fraction"):
+    MathCorpus(config, "test")[0]
+
+
 def test_size_larger_than_the_problem_space_is_a_config_error():
   # 1-digit x 1-digit has 81 problems; about 90% of them are in the train split.
   config = MathCorpusConfig(kinds=("multiplication",), mul_digits=(1, 1), train_size=100)

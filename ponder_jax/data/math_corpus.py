@@ -363,7 +363,10 @@ class MathCorpus:
       kind, problem = self._candidate(index, attempt)
       if split_of(problem.question, self.config) == self.split:
         return kind, problem
-    raise RuntimeError(f"no {self.split} problem in {_MAX_ATTEMPTS} candidates for item {index}")
+    key = "validation_fraction" if self.split == "train" else f"{self.split}_fraction"
+    raise ConfigError(f"{self._prefix}.{key}", getattr(self.config, key),
+                      f"no {self.split} problem in {_MAX_ATTEMPTS} candidates for item {index}: "
+                      "the split's share of the problem space is too small")
 
   def _distinct_attempts(self, size: int) -> np.ndarray:
     attempts_N = np.empty(size, np.int32)
