@@ -30,7 +30,6 @@ import os
 import socket
 import time
 
-import jax
 from absl import logging
 
 DEFAULT_TIMEOUT_S = 300
@@ -131,6 +130,9 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
                spec.process_id, spec.num_processes, spec.coordinator_address, spec.source,
                timeout_s)
   rendezvous(spec, timeout_s)
+  # Imported here so that a failed handshake reports in a fraction of a second, not after the
+  # ~2 s it takes to import JAX.
+  import jax  # pylint: disable=import-outside-toplevel
   # Only affects the CPU backend: lets CPU processes run cross-process collectives.
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   remaining = max(timeout_s - (time.monotonic() - start), 10.0)
