@@ -35,6 +35,7 @@ import dataclasses
 import difflib
 import hashlib
 import importlib.machinery
+import importlib.util
 import inspect
 import json
 import os
@@ -117,7 +118,10 @@ def _load_module(path: str):
   if not os.path.isfile(path):
     raise SweepError(f"config file {path!r} does not exist")
   name = "ponder_sweep_" + re.sub(r"\W", "_", os.path.abspath(path))
-  return importlib.machinery.SourceFileLoader(name, path).load_module()  # as config_flags does
+  loader = importlib.machinery.SourceFileLoader(name, path)  # as config_flags loads configs
+  module = importlib.util.module_from_spec(importlib.util.spec_from_loader(name, loader))
+  loader.exec_module(module)
+  return module
 
 
 def load_sweep(config: str) -> list[Override]:
@@ -189,17 +193,13 @@ def run_names(runs: Sequence[Override]) -> list[str]:
     if len(name) > _MAX_NAME:
       name = name[:_MAX_NAME - 9].rstrip("_=") + "~" + _digest(run)
     names.append(name)
-  seen: dict[str, int] = {}
-  for i, name in enumerate(names):
-    seen.setdefault(name, i)
-  for i, name in enumerate(names):
-    if names.count(name) > 1:
-      first = seen[name]
-      if runs[first] == runs[i] and first != i:
-        raise SweepError(f"the sweep contains the same overrides twice: {runs[i]}")
-      # Different overrides that slug alike (e.g. 'a/b' and 'a-b'): the digest tells them apart.
-      names[i] = name + "~" + _digest(runs[i])
-  return names
+  canonical = [json.dumps(sorted(run.items()), default=repr) for run in runs]
+  if len(set(canonical)) < len(canonical):
+    twice = next(run for run, c in builtins.zip(runs, canonical) if canonical.count(c) > 1)
+    raise SweepError(f"the sweep contains the same overrides twice: {twice}")
+  # Different overrides that slug alike (e.g. 'a/b' and 'a-b'): a digest tells them apart.
+  return [name + "~" + _digest(run) if names.count(name) > 1 else name
+          for name, run in builtins.zip(names, runs)]
 
 
 # Planning and checking ---------------------------------------------------------------------
