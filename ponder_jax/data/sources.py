@@ -42,7 +42,7 @@ from typing import Any, Callable, Mapping, Sequence
 import ml_collections
 import numpy as np
 
-from ponder_jax.config import ConfigError
+from ponder_jax.config import ConfigError, _check
 from ponder_jax.data import math_corpus, procedural, thoughts
 from ponder_jax.data.vocab import Vocabulary
 
@@ -101,45 +101,41 @@ class SourceSpec:
     return f"data.sources.{self.name}"
 
 
-def _as_dict(section: Any) -> dict[str, Any]:
+def section_dict(section: Any) -> dict[str, Any]:
+  """A config section (ConfigDict or mapping) as a plain dict."""
   if isinstance(section, ml_collections.ConfigDict):
     return section.to_dict()
-  return dict(section)
-
-
-def _require(ok: bool, key: str, value: Any, why: str) -> None:
-  if not ok:
-    raise ConfigError(key, value, why)
+  return dict(section or {})
 
 
 def validate_source(name: str, section: Mapping[str, Any]) -> SourceSpec:
   """Checks kind, keys, types and that named files exist; opens no data."""
   prefix = f"data.sources.{name}"
-  section = _as_dict(section)
+  section = section_dict(section)
   kind = section.get("kind", "")
-  _require(kind in _KIND_DEFAULTS, f"{prefix}.kind", kind,
+  _check(kind in _KIND_DEFAULTS, f"{prefix}.kind", kind,
            f"unknown source kind; known kinds are {list(KINDS)}")
   defaults = {**_COMMON, **_KIND_DEFAULTS[kind]}
   if kind != "procedural":  # task parameters are checked by procedural.make_procedural_source
     for key in section:
-      _require(key in defaults, f"{prefix}.{key}", section[key],
+      _check(key in defaults, f"{prefix}.{key}", section[key],
                f"unknown key of a {kind} source; known keys are {sorted(defaults)}")
   options = {**defaults, **section}
   pause = options.pop("pause")
   options.pop("kind")
-  _require(isinstance(pause, bool), f"{prefix}.pause", pause, "must be true or false")
+  _check(isinstance(pause, bool), f"{prefix}.pause", pause, "must be true or false")
   if "eval_fraction" in options:
     frac = options["eval_fraction"]
-    _require(isinstance(frac, (int, float)) and 0.0 <= frac < 1.0, f"{prefix}.eval_fraction",
+    _check(isinstance(frac, (int, float)) and 0.0 <= frac < 1.0, f"{prefix}.eval_fraction",
              frac, "must lie in [0, 1)")
   if "prior_prob" in options:
     p = options["prior_prob"]
-    _require(isinstance(p, (int, float)) and 0.0 <= p <= 1.0, f"{prefix}.prior_prob", p,
+    _check(isinstance(p, (int, float)) and 0.0 <= p <= 1.0, f"{prefix}.prior_prob", p,
              "must be a probability in [0, 1]")
   if kind in ("jsonl", "thoughts", "array_record") or (kind == "text" and options["path"]):
-    _require(bool(options["path"]), f"{prefix}.path", options["path"],
+    _check(bool(options["path"]), f"{prefix}.path", options["path"],
              f"a {kind} source needs a path")
-    _require(bool(_expand_paths(options["path"])), f"{prefix}.path", options["path"],
+    _check(bool(_expand_paths(options["path"])), f"{prefix}.path", options["path"],
              "no such file")
   if kind == "text":
     try:
@@ -147,27 +143,27 @@ def validate_source(name: str, section: Mapping[str, Any]) -> SourceSpec:
     except (re.error, TypeError) as e:
       raise ConfigError(f"{prefix}.delimiter", options["delimiter"],
                         f"not a regular expression ({e})") from None
-    _require(bool(options["delimiter"]), f"{prefix}.delimiter", options["delimiter"],
+    _check(bool(options["delimiter"]), f"{prefix}.delimiter", options["delimiter"],
              "must not be empty")
   if kind == "jsonl":
-    _require(options["on_error"] in ON_ERROR, f"{prefix}.on_error", options["on_error"],
+    _check(options["on_error"] in ON_ERROR, f"{prefix}.on_error", options["on_error"],
              f"must be one of {ON_ERROR}")
-    _require(bool(options["field"]), f"{prefix}.field", options["field"], "must name a key")
+    _check(bool(options["field"]), f"{prefix}.field", options["field"], "must name a key")
   if kind == "tfds":
-    _require(bool(options["name"]), f"{prefix}.name", options["name"],
+    _check(bool(options["name"]), f"{prefix}.name", options["name"],
              "a tfds source needs a dataset name")
-    _require(bool(options["field"]), f"{prefix}.field", options["field"], "must name a feature")
+    _check(bool(options["field"]), f"{prefix}.field", options["field"], "must name a feature")
   if kind == "math":
-    _require(isinstance(options["thoughts"], bool), f"{prefix}.thoughts", options["thoughts"],
+    _check(isinstance(options["thoughts"], bool), f"{prefix}.thoughts", options["thoughts"],
              "must be true or false")
     math_corpus.MathCorpusConfig.from_config(_math_section(options), prefix)
   if kind == "procedural":
-    _require(bool(options["task"]), f"{prefix}.task", options["task"],
+    _check(bool(options["task"]), f"{prefix}.task", options["task"],
              "a procedural source needs a task")
     for key in ("num_items", "eval_items"):
-      _require(isinstance(options[key], int) and options[key] > 0, f"{prefix}.{key}",
+      _check(isinstance(options[key], int) and options[key] > 0, f"{prefix}.{key}",
                options[key], "must be a positive integer")
-    _require(isinstance(options["seed"], int) and 0 <= options["seed"] < EVAL_SEED_OFFSET,
+    _check(isinstance(options["seed"], int) and 0 <= options["seed"] < EVAL_SEED_OFFSET,
              f"{prefix}.seed", options["seed"], f"must be an integer in [0, {EVAL_SEED_OFFSET})")
     # Builds (cheaply: items are generated on access) to check the task and its parameters.
     _procedural_source(name, options, "train")
@@ -223,7 +219,7 @@ def _split_tail(records: Any, spec: SourceSpec, split: str) -> Any:
   """Train: all but the held-out tail (eval_fraction of the records); eval: the tail."""
   n = len(records)
   num_eval = math.ceil(spec.options["eval_fraction"] * n)
-  _require(n - num_eval > 0, f"{spec.key}.eval_fraction", spec.options["eval_fraction"],
+  _check(n - num_eval > 0, f"{spec.key}.eval_fraction", spec.options["eval_fraction"],
            f"leaves no training documents out of {n}")
   return _Range(records, 0, n - num_eval) if split == "train" else _Range(records, n - num_eval, n)
 
@@ -333,7 +329,7 @@ class TokenSource:
   """Random access to the raw records of one split of one source, and their token examples.
 
   `source[i]` is `(i, record)`; `example((i, record), rng)` is its token example (rng drives the
-  thought form of each chunk; other kinds ignore it). `num_skipped` counts records left out by
+  thought form of each chunk; other kinds ignore it and accept None). `num_skipped` counts records left out by
   on_error = 'skip'.
   """
 
@@ -356,7 +352,7 @@ class TokenSource:
     return f"TokenSource({self.spec.key}, kind={self.spec.kind}, split={self.split}, n={len(self)})"
 
   def example(self, indexed_record: tuple[int, Any],
-              rng: np.random.Generator) -> dict[str, np.ndarray]:
+              rng: np.random.Generator | None) -> dict[str, np.ndarray]:
     index, record = indexed_record
     example = self._to_tokens(record, rng)
     tokens = example["tokens"]

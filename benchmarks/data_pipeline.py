@@ -1,0 +1,91 @@
+"""Tokens per second of the whole data pipeline (read, tokenize, thought layout, pauses, mix, pack,
+batch) in one process, with the demo shape and a procedural + text + thoughts mixture.
+
+Each run builds a fresh train iterator (data.seed = run index), discards one batch (start-up),
+then times `--steps` batches; the table reports the median over `--runs`. "slots/s" counts every
+position of a [batch, seq] row, "real tokens/s" only non-padding ones. Prints Markdown for
+benchmarks/README.md.
+
+  .venv/bin/python benchmarks/data_pipeline.py [--runs 5] [--steps 50] [--batch 16] [--seq 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+
+from ponder_jax.data import pipeline
+from ponder_jax.data.sources import source_config
+from ponder_jax.data.vocab import load_vocabulary
+
+
+def demo_mixture(args: argparse.Namespace, seed: int):
+  """Sort (procedural, 129 tokens an item) : Shakespeare : math with thoughts = 1 : 2 : 1."""
+  cfg = pipeline.default_data_config()
+  cfg.vocab = args.vocab
+  cfg.seq_len = args.seq
+  cfg.seed = seed
+  cfg.sources.sort = source_config("procedural", task="sort")
+  cfg.sources.math = source_config("math")
+  cfg.phases.main.weights.update(shakespeare=2.0, sort=1.0, math=1.0)
+  cfg.pause.ratio = args.pause
+  cfg.read_threads = args.threads
+  cfg.prefetch_batches = args.prefetch
+  return cfg
+
+
+def timed_run(args: argparse.Namespace, vocab, seed: int) -> tuple[float, float]:
+  """(slots/s, real tokens/s) of one run."""
+  it = pipeline.make_train_iterator(demo_mixture(args, seed), vocab, global_batch_size=args.batch)
+  next(it)
+  real = 0
+  begin = time.perf_counter()
+  for _ in range(args.steps):
+    real += int((next(it)["segment_ids"] > 0).sum())
+  elapsed = time.perf_counter() - begin
+  it.close()
+  return args.steps * args.batch * args.seq / elapsed, real / elapsed
+
+
+def cpu_name() -> str:
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+  except (OSError, StopIteration):
+    return platform.processor() or platform.machine()
+
+
+def main(argv: list[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--runs", type=int, default=5)
+  parser.add_argument("--steps", type=int, default=50)
+  parser.add_argument("--batch", type=int, default=16)
+  parser.add_argument("--seq", type=int, default=256)
+  parser.add_argument("--vocab", default="sentencepiece")
+  parser.add_argument("--pause", type=float, default=0.1, help="data.pause.ratio")
+  parser.add_argument("--threads", type=int, default=0, help="data.read_threads")
+  parser.add_argument("--prefetch", type=int, default=0, help="data.prefetch_batches")
+  args = parser.parse_args(argv)
+  vocab = load_vocabulary(args.vocab)
+  runs = [timed_run(args, vocab, seed) for seed in range(args.runs)]
+  slots, real = (statistics.median(r[i] for r in runs) for i in (0, 1))
+  print(f"date: {datetime.date.today()}  machine: {cpu_name()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, numpy {np.__version__}")
+  print(f"command: {' '.join([os.path.basename(sys.executable)] + sys.argv)}\n")
+  print("| batch x seq | vocab | pause | read threads | prefetch | slots/s (median) | "
+        "real tokens/s | fill | runs (slots/s) |")
+  print("|---|---|---:|---:|---:|---:|---:|---:|---|")
+  print(f"| {args.batch} x {args.seq} | {args.vocab} | {args.pause} | {args.threads} | "
+        f"{args.prefetch} | {slots:,.0f} | {real:,.0f} | {real / slots:.3f} | "
+        f"{', '.join(f'{r[0]:,.0f}' for r in runs)} |")
+
+
+if __name__ == "__main__":
+  main()
