@@ -1,9 +1,10 @@
 """Tokens per second of every procedural generator, one process, default parameters.
 
-Each run reads consecutive items from a fresh source for at least `--seconds`; the table reports
-the median over `--repeats` runs (items are generated on demand, so this is the cost a grain
-worker pays per item, random-generator setup included). Prints a Markdown table for
-benchmarks/README.md.
+Each run reads consecutive items from a fresh source for at least `--seconds` of this process's
+CPU time; the table reports the median over `--repeats` runs (items are generated on demand, so
+this is the cost a grain worker pays per item, random-generator setup included). Time is CPU
+time (`time.process_time`; the generators are single-threaded), so other work on a shared
+machine does not count against them. Prints a Markdown table for benchmarks/README.md.
 
   .venv/bin/python benchmarks/data_generators.py [--repeats 5] [--seconds 1.0] [--tasks dyck,...]
 """
@@ -28,8 +29,8 @@ def tokens_per_second(task: str, seconds: float, start: int) -> tuple[float, flo
   source = make_procedural_source(task, seed=0)
   tokens = targets = 0
   index = start
-  begin = time.perf_counter()
-  while (elapsed := time.perf_counter() - begin) < seconds:
+  begin = time.process_time()
+  while (elapsed := time.process_time() - begin) < seconds:
     item = source[index]
     tokens += len(item["tokens"])
     targets += int(item["loss_mask"].sum())
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
   print(f"date: {datetime.date.today()}  machine: {cpu_name()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, numpy {np.__version__}")
   print(f"command: {' '.join([os.path.basename(sys.executable)] + sys.argv)}\n")
-  print("| task | params (defaults) | tokens/item | tokens/s (median) | target tokens/s |")
+  print("| task | params (defaults) | tokens/item | tokens per CPU-s (median) | targets per CPU-s |")
   print("|---|---|---:|---:|---:|")
   for task in args.tasks.split(","):
     runs = [tokens_per_second(task, args.seconds, start=r * 10**6) for r in range(args.repeats)]
