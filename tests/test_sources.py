@@ -70,6 +70,7 @@ def test_jsonl_field_errors_and_counted_skips(tmp_path):
   section.on_error = "skip"
   source = _open("j", section)
   assert _texts(source) == ["alpha", "beta", "gamma"] and source.num_skipped == 2
+  assert source.first_skipped.startswith(f"{path}:4: ")
   with pytest.raises(ValueError, match=f"{path}:1: missing field 'text'"):
     _open("j", sources.source_config("jsonl", path=str(path)))
 
@@ -123,10 +124,9 @@ def test_tfds_data_source(tmp_path):
   train, held_out = _open("w", section), _open("w", section, "eval")
   assert sorted(_texts(train)) == sorted(f"tfds document {i}" for i in range(12))
   assert sorted(_texts(held_out)) == [f"tfds document {i}" for i in range(12, 15)]
-  with pytest.raises(ConfigError, match="data.sources.w.field"):
-    bad = _open("w", sources.source_config("tfds", name="pipeline_test_text",
-                                           data_dir=str(tmp_path), field="body"))
-    bad.example(bad[0], RNG)
+  with pytest.raises(ConfigError, match="data.sources.w.field"):  # at open, not mid-training
+    _open("w", sources.source_config("tfds", name="pipeline_test_text", data_dir=str(tmp_path),
+                                     field="body"))
 
 
 def test_math_corpus_with_and_without_thoughts():

@@ -510,7 +510,8 @@ def _open_sources(spec: DataSpec, vocab: Vocabulary, names: Sequence[str],
   for name in names:
     source = sources_lib.open_source(spec.sources[name], vocab, split)
     if source.num_skipped:
-      logging.warning("data.sources.%s: skipped %d malformed records", name, source.num_skipped)
+      logging.warning("data.sources.%s: skipped %d malformed records (first: %s)", name,
+                      source.num_skipped, source.first_skipped)
     opened[name] = source
   return opened
 

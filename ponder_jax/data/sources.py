@@ -39,6 +39,7 @@ import os
 import re
 from typing import Any, Callable, Mapping, Sequence
 
+import grain
 import ml_collections
 import numpy as np
 
@@ -114,12 +115,12 @@ def validate_source(name: str, section: Mapping[str, Any]) -> SourceSpec:
   section = section_dict(section)
   kind = section.get("kind", "")
   _check(kind in _KIND_DEFAULTS, f"{prefix}.kind", kind,
-           f"unknown source kind; known kinds are {list(KINDS)}")
+         f"unknown source kind; known kinds are {list(KINDS)}")
   defaults = {**_COMMON, **_KIND_DEFAULTS[kind]}
   if kind != "procedural":  # task parameters are checked by procedural.make_procedural_source
     for key in section:
       _check(key in defaults, f"{prefix}.{key}", section[key],
-               f"unknown key of a {kind} source; known keys are {sorted(defaults)}")
+             f"unknown key of a {kind} source; known keys are {sorted(defaults)}")
   options = {**defaults, **section}
   pause = options.pop("pause")
   options.pop("kind")
@@ -127,16 +128,16 @@ def validate_source(name: str, section: Mapping[str, Any]) -> SourceSpec:
   if "eval_fraction" in options:
     frac = options["eval_fraction"]
     _check(isinstance(frac, (int, float)) and 0.0 <= frac < 1.0, f"{prefix}.eval_fraction",
-             frac, "must lie in [0, 1)")
+           frac, "must lie in [0, 1)")
   if "prior_prob" in options:
     p = options["prior_prob"]
     _check(isinstance(p, (int, float)) and 0.0 <= p <= 1.0, f"{prefix}.prior_prob", p,
-             "must be a probability in [0, 1]")
+           "must be a probability in [0, 1]")
   if kind in ("jsonl", "thoughts", "array_record") or (kind == "text" and options["path"]):
     _check(bool(options["path"]), f"{prefix}.path", options["path"],
-             f"a {kind} source needs a path")
+           f"a {kind} source needs a path")
     _check(bool(_expand_paths(options["path"])), f"{prefix}.path", options["path"],
-             "no such file")
+           "no such file")
   if kind == "text":
     try:
       re.compile(options["delimiter"])
@@ -144,27 +145,27 @@ def validate_source(name: str, section: Mapping[str, Any]) -> SourceSpec:
       raise ConfigError(f"{prefix}.delimiter", options["delimiter"],
                         f"not a regular expression ({e})") from None
     _check(bool(options["delimiter"]), f"{prefix}.delimiter", options["delimiter"],
-             "must not be empty")
+           "must not be empty")
   if kind == "jsonl":
     _check(options["on_error"] in ON_ERROR, f"{prefix}.on_error", options["on_error"],
-             f"must be one of {ON_ERROR}")
+           f"must be one of {ON_ERROR}")
     _check(bool(options["field"]), f"{prefix}.field", options["field"], "must name a key")
   if kind == "tfds":
     _check(bool(options["name"]), f"{prefix}.name", options["name"],
-             "a tfds source needs a dataset name")
+           "a tfds source needs a dataset name")
     _check(bool(options["field"]), f"{prefix}.field", options["field"], "must name a feature")
   if kind == "math":
     _check(isinstance(options["thoughts"], bool), f"{prefix}.thoughts", options["thoughts"],
-             "must be true or false")
+           "must be true or false")
     math_corpus.MathCorpusConfig.from_config(_math_section(options), prefix)
   if kind == "procedural":
     _check(bool(options["task"]), f"{prefix}.task", options["task"],
-             "a procedural source needs a task")
+           "a procedural source needs a task")
     for key in ("num_items", "eval_items"):
       _check(isinstance(options[key], int) and options[key] > 0, f"{prefix}.{key}",
-               options[key], "must be a positive integer")
+             options[key], "must be a positive integer")
     _check(isinstance(options["seed"], int) and 0 <= options["seed"] < EVAL_SEED_OFFSET,
-             f"{prefix}.seed", options["seed"], f"must be an integer in [0, {EVAL_SEED_OFFSET})")
+           f"{prefix}.seed", options["seed"], f"must be an integer in [0, {EVAL_SEED_OFFSET})")
     # Builds (cheaply: items are generated on access) to check the task and its parameters.
     _procedural_source(name, options, "train")
   return SourceSpec(name=name, kind=kind, pause=pause, options=options)
@@ -220,7 +221,7 @@ def _split_tail(records: Any, spec: SourceSpec, split: str) -> Any:
   n = len(records)
   num_eval = math.ceil(spec.options["eval_fraction"] * n)
   _check(n - num_eval > 0, f"{spec.key}.eval_fraction", spec.options["eval_fraction"],
-           f"leaves no training documents out of {n}")
+         f"leaves no training documents out of {n}")
   return _Range(records, 0, n - num_eval) if split == "train" else _Range(records, n - num_eval, n)
 
 
@@ -279,7 +280,6 @@ class _ArrayRecordTexts:
   """Random access to the texts of ArrayRecord files (UTF-8 records, or JSON with a field)."""
 
   def __init__(self, paths: Sequence[str], field: str, key: str):
-    import grain  # pylint: disable=g-import-not-at-top
     self._source = grain.sources.ArrayRecordDataSource(list(paths))
     self._paths, self._field, self._key = list(paths), field, key
 
@@ -309,6 +309,8 @@ class _TfdsTexts:
     o = spec.options
     self._field, self._key = o["field"], spec.key
     self._source = tfds.data_source(o["name"], split=split, data_dir=o["data_dir"] or None)
+    if len(self._source):
+      self[0]  # a wrong field fails here, at start, not mid-training
 
   def __len__(self) -> int:
     return len(self._source)
@@ -329,17 +331,18 @@ class TokenSource:
   """Random access to the raw records of one split of one source, and their token examples.
 
   `source[i]` is `(i, record)`; `example((i, record), rng)` is its token example (rng drives the
-  thought form of each chunk; other kinds ignore it and accept None). `num_skipped` counts records left out by
-  on_error = 'skip'.
+  thought form of each chunk; other kinds ignore it and accept None). `num_skipped` counts records
+  left out by on_error = 'skip', `first_skipped` says where the first one was and why.
   """
 
   def __init__(self, spec: SourceSpec, split: str, records: Any,
                to_tokens: Callable[[Any, np.random.Generator], dict[str, np.ndarray]],
-               vocab_size: int, describe: Callable[[int], str], num_skipped: int = 0):
+               vocab_size: int, describe: Callable[[int], str], num_skipped: int = 0,
+               first_skipped: str = ""):
     self.spec, self.split, self.name = spec, split, spec.name
     self._records, self._to_tokens = records, to_tokens
     self._vocab_size, self._describe = vocab_size, describe
-    self.num_skipped = num_skipped
+    self.num_skipped, self.first_skipped = num_skipped, first_skipped
 
   def __len__(self) -> int:
     return len(self._records)
@@ -404,7 +407,7 @@ def open_source(spec: SourceSpec, vocab: Vocabulary, split: str = "train") -> To
   source, a vocabulary too small for a procedural task, or a split with no held-out part."""
   if split not in SPLITS:
     raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-  o, kind, num_skipped = spec.options, spec.kind, 0
+  o, kind, report = spec.options, spec.kind, JsonlReport()
   path = o.get("path", "")
   describe = lambda i: f"{path or kind} document {i}"  # noqa: E731
   if split == "eval" and not has_eval_split(spec):
@@ -416,11 +419,9 @@ def open_source(spec: SourceSpec, vocab: Vocabulary, split: str = "train") -> To
       records = _text_documents(spec)
       describe = lambda i: f"{path or SHIPPED_TEXT} document {i}"  # noqa: E731
     elif kind == "jsonl":
-      report = JsonlReport()
       records = []
       for file in _expand_paths(path):
         records += read_jsonl_texts(file, o["field"], on_error=o["on_error"], report=report)
-      num_skipped = report.skipped
     elif kind == "array_record":
       records = _ArrayRecordTexts(_expand_paths(path), o["field"], spec.key)
       describe = lambda i: f"{path} record {i}"  # noqa: E731
@@ -458,7 +459,8 @@ def open_source(spec: SourceSpec, vocab: Vocabulary, split: str = "train") -> To
     to_tokens = _procedural_example(vocab)
     describe = lambda i: f"{o['task']} item {i}"  # noqa: E731
   _check_nonempty(records, spec, split)
-  return TokenSource(spec, split, records, to_tokens, vocab.vocab_size, describe, num_skipped)
+  return TokenSource(spec, split, records, to_tokens, vocab.vocab_size, describe,
+                     report.skipped, report.first_error)
 
 
 class _MathRecords:
