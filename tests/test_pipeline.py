@@ -96,7 +96,8 @@ def test_unknown_top_level_key(tmp_path):
 
 
 def test_budgets(tmp_path):
-  phases = {"warm": pipeline.phase_config(30, dyck=1.0), "skipped": pipeline.phase_config(0, text=1.0),
+  phases = {"warm": pipeline.phase_config(30, dyck=1.0),
+            "skipped": pipeline.phase_config(0, text=1.0),
             "main": pipeline.phase_config(0, text=1.0)}
   cfg = _config(tmp_path, phases=phases, order="warm,skipped,main",
                 dyck=source_config("procedural", task="dyck", length=16))
@@ -274,7 +275,8 @@ def test_orbax_resume_is_exact_across_a_phase_switch(tmp_path):
   phases = {"warm": pipeline.phase_config(3, dyck=1.0),
             "main": pipeline.phase_config(0, text=2.0, math=1.0)}
   cfg = _config(tmp_path, phases=phases, order="warm,main", pause_ratio=0.1,
-                dyck=source_config("procedural", task="dyck", length=30), math=source_config("math"))
+                dyck=source_config("procedural", task="dyck", length=30),
+                math=source_config("math"))
   it = pipeline.make_train_iterator(cfg, VOCAB, global_batch_size=4)
   manager = _orbax_manager(tmp_path / "ckpt")
   stream = []
@@ -390,8 +392,8 @@ def _worker(process_id, port, text_path, out_dir):
   total = jax.jit(lambda t: t.astype(np.int64).sum())(global_batch["tokens"])
   np.savez(os.path.join(out_dir, f"host{process_id}.npz"),
            doc_index=np.array([e["doc_index"] for e in items]),
-           item_tokens=np.array([np.pad(e["tokens"], (0, SEQ - e["tokens"].size), constant_values=-1)
-                                 for e in items]),
+           item_tokens=np.array([np.pad(e["tokens"], (0, SEQ - e["tokens"].size),
+                                        constant_values=-1) for e in items]),
            batch_tokens=np.stack([b["tokens"] for b in batches]),
            batch_segments=np.stack([b["segment_ids"] for b in batches]),
            global_shape=np.array(global_batch["tokens"].shape), gathered=np.asarray(gathered),

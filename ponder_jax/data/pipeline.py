@@ -181,7 +181,7 @@ def validate_data_config(cfg: Any) -> DataSpec:
   for key in ("read_threads", "prefetch_batches"):
     _check(_is_int(c[key]) and c[key] >= 0, f"data.{key}", c[key], "must be an integer >= 0")
 
-  source_sections = _section(c["sources"], "data.sources", list(sources_lib.section_dict(c["sources"])))
+  source_sections = sources_lib.section_dict(c["sources"])
   _check(bool(source_sections), "data.sources", source_sections, "defines no source")
   sources = {name: sources_lib.validate_source(name, section)
              for name, section in source_sections.items()}
@@ -198,7 +198,8 @@ def validate_data_config(cfg: Any) -> DataSpec:
   for i, name in enumerate(order):
     key = f"data.phases.{name}"
     section = _section(phase_sections[name], key, ("steps", "weights"))
-    steps, weights = section.get("steps", 0), sources_lib.section_dict(section.get("weights", {}))
+    steps = section.get("steps", 0)
+    weights = sources_lib.section_dict(section.get("weights", {}))
     last = i == len(order) - 1
     _check(_is_int(steps) and steps >= 0, f"{key}.steps", steps, "must be an integer >= 0")
     _check(not last or steps == 0, f"{key}.steps", steps,
@@ -212,8 +213,7 @@ def validate_data_config(cfg: Any) -> DataSpec:
              "must be a positive number")
     phases.append(PhaseSpec(name, int(steps), {k: float(v) for k, v in weights.items()}))
 
-  p = _section(c["pause"], "data.pause", _PAUSE_KEYS)
-  p = {**default_data_config().pause.to_dict(), **p}
+  p = {**default_data_config().pause.to_dict(), **_section(c["pause"], "data.pause", _PAUSE_KEYS)}
   _check(isinstance(p["ratio"], (int, float)) and 0.0 <= p["ratio"] < 1.0, "data.pause.ratio",
          p["ratio"], "must lie in [0, 1)")
   _check(isinstance(p["in_eval"], bool), "data.pause.in_eval", p["in_eval"],
