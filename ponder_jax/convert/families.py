@@ -174,7 +174,7 @@ class Gpt2(Family):
     return _model_config(
         where, family="gpt2", vocab_size=_get(hf, where, "vocab_size"),
         d_model=_get(hf, where, "n_embd"), n_layers=_get(hf, where, "n_layer"),
-        n_heads=_get(hf, where, "n_head"), d_ff=_get(hf, where, "n_inner", 0),
+        n_heads=_get(hf, where, "n_head"), d_ff=_get(hf, where, "n_inner", 0),  # None: 4 * n_embd, our 0
         max_len=_get(hf, where, "n_positions"),
         norm_eps=float(_get(hf, where, "layer_norm_epsilon", 1e-5)),
         tie_embeddings=bool(_get(hf, where, "tie_word_embeddings", True)),
@@ -182,7 +182,7 @@ class Gpt2(Family):
 
   def hf_config(self, cfg):
     return dict(vocab_size=cfg.vocab_size, n_positions=cfg.max_len, n_embd=cfg.d_model,
-                n_layer=cfg.n_layers, n_head=cfg.n_heads, n_inner=cfg.ff_size,
+                n_layer=cfg.n_layers, n_head=cfg.n_heads, n_inner=cfg.d_ff or None,
                 activation_function="gelu_new", layer_norm_epsilon=cfg.norm_eps,
                 initializer_range=cfg.init_std, scale_attn_weights=True,
                 scale_attn_by_inverse_layer_idx=False, tie_word_embeddings=cfg.tie_embeddings)

@@ -317,9 +317,10 @@ def export_hf(cfg: ModelConfig, params, out_dir: str | os.PathLike, *,
   tensors = family.export(cfg, _check_params(cfg, params))
   hf_config = {"architectures": [family.architecture], "model_type": family.model_type,
                **family.hf_config(cfg), "torch_dtype": "float32"}
-  if vocabulary is not None:
-    hf_config.update(bos_token_id=vocabulary.bos_id, eos_token_id=vocabulary.eos_id,
-                     pad_token_id=vocabulary.pad_id)
+  # Without a tokenizer the special ids are unknown; null keeps transformers' defaults out.
+  hf_config.update(bos_token_id=vocabulary and vocabulary.bos_id,
+                   eos_token_id=vocabulary and vocabulary.eos_id,
+                   pad_token_id=vocabulary and vocabulary.pad_id)
   out_dir = os.fspath(out_dir)
   os.makedirs(out_dir, exist_ok=True)
   save_file(tensors, os.path.join(out_dir, sources_lib.SAFETENSORS), metadata={"format": "pt"})

@@ -3,10 +3,12 @@
 `load_hf_vocabulary(dir)` reads `tokenizer.json` with the `tokenizers` library and adds the tokens
 the project reserves, as special tokens the tokenizer never splits:
   `<pause>`, `<|START_OF_LATENT|>`, `<|END_OF_LATENT|>`, `<|PRIOR_PREFIX|>`,
-  `<|POSTERIOR_PREFIX|>`, and optionally `num_procedural` symbols `<|PROC_0|>`, `<|PROC_1|>`, ...
-Tokens the tokenizer already has (a checkpoint exported by this project) keep their ids; new ones
-get the next free ids, in that order. `added_ids` lists the new ids, so the model's embedding
-rows for them can be initialised (hf.py).
+  `<|POSTERIOR_PREFIX|>`, and optionally `num_procedural` symbols `<proc_0>`, `<proc_1>`, ...
+(the names data/vocab.py gives them). Tokens the tokenizer already has (a directory this project
+exported) keep their ids; new ones get the next free ids, in that order. `added_ids` lists the
+new ids, so the model's embedding rows for them can be initialised (hf.py). As in the project's
+own vocabularies, `encode` never produces a special id from text: `"<pause>"` typed in text is
+ordinary characters; only ids make specials, and `decode` renders them by name.
 
 pad / bos / eos come from the first of these that names them: `tokenizer_config.json`
 (`pad_token`, `bos_token`, `eos_token`), `special_tokens_map.json`, then `config.json`
@@ -23,7 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ponder_jax.data.vocab import Vocabulary
+from ponder_jax.data.vocab import Vocabulary, procedural_piece
 
 PAUSE = "<pause>"
 LATENT_TOKENS = {
@@ -35,10 +37,6 @@ LATENT_TOKENS = {
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"
 SPECIAL_TOKENS_MAP = "special_tokens_map.json"
-
-
-def procedural_token(symbol: int) -> str:
-  return f"<|PROC_{symbol}|>"
 
 
 def _read_json(path: str) -> dict[str, Any]:
@@ -65,6 +63,8 @@ class HFVocabulary(Vocabulary):
                added_ids: Sequence[int], base_size: int,
                tokenizer_config: dict[str, Any] | None = None):
     self.tokenizer = tokenizer
+    # Special tokens in text stay text (the project's rule); ids alone make them.
+    self.tokenizer.encode_special_tokens = True
     self._pad, self._bos, self._eos = pad_id, bos_id, eos_id
     self.added_ids = tuple(added_ids)
     self.base_size = base_size  # the tokenizer's size before tokens were added here
@@ -73,9 +73,18 @@ class HFVocabulary(Vocabulary):
     for name, token in (("pause", PAUSE), *LATENT_TOKENS.items()):
       self._reserved[name] = self._require(token)
     procedural = []
-    while (i := tokenizer.token_to_id(procedural_token(len(procedural)))) is not None:
+    while (i := tokenizer.token_to_id(procedural_piece(len(procedural)))) is not None:
       procedural.append(i)
-    self._procedural = np.asarray(procedural, dtype=np.int64)
+    self._procedural_offset = procedural[0] if procedural else 0
+    if procedural != list(range(self._procedural_offset, self._procedural_offset + len(procedural))):
+      raise ValueError(f"the tokenizer's procedural symbols have ids {procedural}, not one "
+                       "contiguous block")
+    self._num_procedural = len(procedural)
+
+  def __setstate__(self, state):
+    # A tokenizers.Tokenizer pickles as its JSON, which does not keep encode_special_tokens.
+    self.__dict__.update(state)
+    self.tokenizer.encode_special_tokens = True
 
   def _require(self, token: str) -> int:
     i = self.tokenizer.token_to_id(token)
@@ -121,18 +130,17 @@ class HFVocabulary(Vocabulary):
 
   @property
   def num_procedural(self) -> int:
-    return len(self._procedural)
+    return self._num_procedural
 
   def procedural_id(self, symbol: int | np.ndarray) -> int | np.ndarray:
-    symbol_array = np.asarray(symbol)
-    if symbol_array.size and (symbol_array.min() < 0 or symbol_array.max() >= self.num_procedural):
-      raise ValueError(f"procedural symbol(s) {symbol!r} outside 0 .. {self.num_procedural - 1}")
-    ids = self._procedural[symbol_array]
-    return int(ids) if ids.ndim == 0 else ids
+    return self._offset_procedural(symbol, self._procedural_offset)
 
   def encode(self, text: str) -> list[int]:
     # add_special_tokens=False: no template bos/eos (LLaMA's post-processor would add bos).
     return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+  def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+    return [e.ids for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
 
   def decode(self, ids: Sequence[int]) -> str:
     return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)
@@ -184,7 +192,7 @@ def load_hf_vocabulary(path: str, *, add_tokens: bool = True,
   tokenizer = Tokenizer.from_file(file)
   base_size = tokenizer.get_vocab_size(with_added_tokens=True)
   wanted = [PAUSE, *LATENT_TOKENS.values()]
-  wanted += [procedural_token(i) for i in range(num_procedural)]
+  wanted += [procedural_piece(i) for i in range(num_procedural)]
   missing = [t for t in wanted if tokenizer.token_to_id(t) is None]
   if missing and not add_tokens:
     raise ValueError(f"{file}: lacks {missing}; load with add_tokens=True to add them")

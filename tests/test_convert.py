@@ -1,0 +1,442 @@
+"""Hugging Face interop against real `transformers` models: logit parity in and out, sharded
+import, tokenizers with added tokens, the CLI, and refusals of bad or unsafe input.
+
+Reference models are tiny random GPT2LMHeadModel / GPTNeoXForCausalLM / LlamaForCausalLM built
+from configs, with every weight (norms and biases included) moved off its init so that a
+swapped or dropped tensor changes the logits. fp32, torch eval mode.
+"""
+
+import json
+import os
+import pickle
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import transformers
+from safetensors.numpy import load_file, save_file
+
+from ponder_jax import sharding
+from ponder_jax.config import ConfigError
+from ponder_jax.convert import cli, export_hf, import_hf, load_hf_vocabulary, load_pretrained
+from ponder_jax.convert.sources import CheckpointError
+from ponder_jax.model.transformer import Transformer
+
+VOCAB = 96  # even, so the vocab axis splits over tensor=2
+MAX_LEN = 48
+TOL = 1e-4
+
+
+def _hf_config(family: str, **overrides):
+  common = dict(vocab_size=VOCAB, bos_token_id=0, eos_token_id=0)
+  if family == "gpt2":
+    kwargs = dict(n_positions=MAX_LEN, n_embd=32, n_layer=2, n_head=4)
+    return transformers.GPT2Config(**{**common, **kwargs, **overrides})
+  if family == "neox":  # partial rotary (4 of 16 dims), parallel residual, untied head
+    kwargs = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                  intermediate_size=48, rotary_pct=0.25, rotary_emb_base=1000,
+                  max_position_embeddings=MAX_LEN, use_parallel_residual=True)
+    return transformers.GPTNeoXConfig(**{**common, **kwargs, **overrides})
+  kwargs = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,  # GQA: 4 q, 2 kv
+                num_key_value_heads=2, intermediate_size=48, max_position_embeddings=MAX_LEN,
+                rope_theta=500.0, rms_norm_eps=1e-5)
+  return transformers.LlamaConfig(**{**common, **kwargs, **overrides})
+
+
+def hf_model(family: str, seed: int = 0, **overrides):
+  torch.manual_seed(seed)
+  config = _hf_config(family, **overrides)
+  model = transformers.AutoModelForCausalLM.from_config(config).eval()
+  with torch.no_grad():
+    for p in model.parameters():
+      p.add_(0.1 * torch.randn_like(p))
+  return model
+
+
+def save_model(model, directory) -> str:
+  model.save_pretrained(str(directory))
+  return str(directory)
+
+
+def batch(vocab: int = VOCAB, seed: int = 0):
+  """[3, MAX_LEN] tokens and mask: two full-length rows and one right-padded to 10 tokens."""
+  rng = np.random.default_rng(seed)
+  tokens = rng.integers(0, vocab, (3, MAX_LEN)).astype(np.int32)
+  mask = np.ones_like(tokens)
+  mask[1, 10:] = 0
+  tokens[1, 10:] = 0
+  return tokens, mask
+
+
+def hf_logits(model, tokens, mask) -> np.ndarray:
+  with torch.no_grad():
+    return model(input_ids=torch.tensor(tokens, dtype=torch.long),
+                 attention_mask=torch.tensor(mask)).logits.numpy()
+
+
+def our_logits(cfg, params, tokens, mask) -> np.ndarray:
+  positions = np.broadcast_to(np.arange(tokens.shape[1], dtype=np.int32), tokens.shape)
+  apply = jax.jit(Transformer(cfg).apply)
+  return np.asarray(apply({"params": params}, jnp.asarray(tokens), jnp.asarray(positions),
+                          jnp.asarray(mask)))
+
+
+def max_diff(a, b, mask) -> float:
+  """Largest |a - b| over the real (unpadded) positions."""
+  return float(np.abs(a - b)[mask.astype(bool)].max())
+
+
+FAMILIES = {
+    "gpt2": dict(family="gpt2"),
+    "neox": dict(family="neox"),
+    "llama": dict(family="llama"),
+    "llama_tied": dict(family="llama", tie_word_embeddings=True),
+    "gpt2_untied": dict(family="gpt2", tie_word_embeddings=False),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def saved(request, tmp_path_factory):
+  kwargs = dict(FAMILIES[request.param])
+  model = hf_model(kwargs.pop("family"), **kwargs)
+  return request.param, model, save_model(model, tmp_path_factory.mktemp(request.param))
+
+
+def test_import_and_export_match_transformers(saved, tmp_path):
+  name, model, directory = saved
+  tokens, mask = batch()
+  want = hf_logits(model, tokens, mask)
+  cfg, params = import_hf(directory)
+  assert cfg.family == FAMILIES[name]["family"]
+  assert cfg.tie_embeddings == model.config.tie_word_embeddings
+  got = our_logits(cfg, params, tokens, mask)
+  diff = max_diff(got, want, mask)
+  print(f"{name}: import max |logit diff| = {diff:.2e}")
+  assert diff <= TOL, name
+  assert np.abs(want).max() > 1.0  # the comparison is not between near-zero logits
+
+  # In memory, the same model gives the same params.
+  _, params_mem = import_hf(model)
+  jax.tree.map(np.testing.assert_array_equal, params, params_mem)
+
+  export_hf(cfg, params, tmp_path)
+  reloaded = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path)).eval()
+  assert type(reloaded) is type(model)
+  diff = max_diff(hf_logits(reloaded, tokens, mask), want, mask)
+  print(f"{name}: export max |logit diff| = {diff:.2e}")
+  assert diff <= TOL, name
+  assert import_hf(tmp_path)[0] == cfg
+
+
+@pytest.mark.parametrize("family", ["gpt2", "neox", "llama"])
+def test_sharded_import_matches_single_device(family, tmp_path, monkeypatch):
+  from ponder_jax.convert import sources  # pylint: disable=import-outside-toplevel
+  directory = save_model(hf_model(family), tmp_path)
+  cfg, single = import_hf(directory)
+
+  reads = []
+  original_read = sources.SafetensorsSource.read
+
+  def recording_read(self, name, rows=None):
+    out = original_read(self, name, rows)
+    reads.append((name, out.shape))
+    return out
+  monkeypatch.setattr(sources.SafetensorsSource, "read", recording_read)
+  mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+  rules = sharding.logical_rules("fsdp_tp")
+  cfg_mesh, params = import_hf(directory, mesh=mesh, rules="fsdp_tp")
+  assert cfg_mesh == cfg
+
+  # The embedding table is read shard by shard (vocab split over tensor=2), never whole.
+  embed_reads = [shape for name, shape in reads if name.endswith(("wte.weight", "embed_in.weight",
+                                                                    "embed_tokens.weight"))]
+  assert embed_reads and all(shape == (VOCAB // 2, cfg.d_model) for shape in embed_reads)
+  assert tuple(params["token_embed"].sharding.spec) == ("tensor", "fsdp")
+  assert tuple(params["layers"]["attention"]["query"]["kernel"].sharding.spec) == (
+      None, "fsdp", "tensor", None)
+  assert tuple(params["layers"]["mlp"]["down"]["kernel"].sharding.spec) == (None, "tensor", "fsdp")
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
+               params, single)
+
+  tokens, _ = batch()
+  tokens = np.concatenate([tokens, tokens[:1, ::-1]])  # 4 rows: the batch splits over data x fsdp
+  model = Transformer(cfg)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    placed = jax.device_put(jnp.asarray(tokens), sharding.batch_sharding(mesh))
+    logits = jax.jit(model.apply)({"params": params}, placed)
+  want = our_logits(cfg, single, tokens, np.ones_like(tokens))
+  np.testing.assert_allclose(np.asarray(logits), want, atol=1e-5, rtol=1e-5)
+
+
+def test_indivisible_vocab_on_mesh_is_reported():
+  model = hf_model("llama", vocab_size=97)
+  mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+  with pytest.raises(ValueError, match=r"param 'lm_head' of shape \(32, 97\).*vocab_multiple"):
+    import_hf(model, mesh=mesh, rules="fsdp_tp")
+
+
+def test_bf16_sharded_and_pickled_checkpoints_import_exactly(tmp_path):
+  model = hf_model("llama")
+  bf16_dir = tmp_path / "bf16"
+  model.to(torch.bfloat16).save_pretrained(str(bf16_dir), max_shard_size="20KB")
+  assert (bf16_dir / "model.safetensors.index.json").is_file()
+  # bf16 -> fp32 is exact: the reference is the bf16 file loaded in fp32 (its RoPE buffers fp32).
+  model = transformers.AutoModelForCausalLM.from_pretrained(str(bf16_dir),
+                                                            dtype=torch.float32).eval()
+  cfg, params = import_hf(bf16_dir)
+  np.testing.assert_array_equal(np.asarray(params["token_embed"]),
+                                model.model.embed_tokens.weight.detach().numpy())
+  tokens, mask = batch()
+  want = hf_logits(model, tokens, mask)
+  assert max_diff(our_logits(cfg, params, tokens, mask), want, mask) <= TOL
+
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  model.config.save_pretrained(str(bin_dir))
+  torch.save(model.state_dict(), bin_dir / "pytorch_model.bin")
+  _, bin_params = import_hf(bin_dir)
+  jax.tree.map(np.testing.assert_array_equal, params, bin_params)
+
+
+class _WritesMarker:
+  """Unpickling this calls open(marker, 'w'): code execution a weights file must never get."""
+
+  def __init__(self, marker):
+    self.marker = str(marker)
+
+  def __reduce__(self):
+    return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("writer", ["pickle", "torch"])
+def test_code_executing_pickle_is_refused(writer, tmp_path):
+  marker = tmp_path / "pwned"
+  directory = tmp_path / "model"
+  directory.mkdir()
+  hf_model("gpt2").config.save_pretrained(str(directory))
+  payload = {"transformer.wte.weight": _WritesMarker(marker)}
+  if writer == "pickle":
+    with open(directory / "pytorch_model.bin", "wb") as f:
+      pickle.dump(payload, f)
+  else:
+    torch.save(payload, directory / "pytorch_model.bin")
+  with pytest.raises(CheckpointError, match=r"pytorch_model\.bin: refused to unpickle"):
+    import_hf(directory)
+  assert not marker.exists()
+
+  # Next to safetensors, the pickle is never opened.
+  save_model(hf_model("gpt2"), directory)
+  import_hf(directory)
+  assert not marker.exists()
+
+
+def _rewrite(directory, edit) -> str:
+  path = os.path.join(directory, "model.safetensors")
+  tensors = load_file(path)
+  edit(tensors)
+  save_file(tensors, path, metadata={"format": "pt"})
+  return path
+
+
+def test_bad_checkpoints_are_named(tmp_path):
+  with pytest.raises(FileNotFoundError, match="no such Hugging Face model directory"):
+    import_hf(tmp_path / "absent")
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  with pytest.raises(FileNotFoundError, match=r"empty/config.json: missing"):
+    import_hf(empty)
+  hf_model("llama").config.save_pretrained(str(empty))
+  with pytest.raises(FileNotFoundError, match=r"no weights found.*model\.safetensors"):
+    import_hf(empty)
+
+  directory = save_model(hf_model("llama"), tmp_path / "llama")
+  name = "model.layers.1.self_attn.k_proj.weight"
+  path = _rewrite(directory, lambda t: t.update({name: t[name][:8]}))
+  with pytest.raises(CheckpointError) as error:
+    import_hf(directory)
+  message = str(error.value)
+  for part in (path, name, "has shape (8, 32)", "expected (16, 32)", "config.json"):
+    assert part in message, (part, message)
+
+  _rewrite(directory, lambda t: t.pop(name))
+  with pytest.raises(CheckpointError, match=rf"tensor '{name}' is missing"):
+    import_hf(directory)
+
+  directory = save_model(hf_model("llama"), tmp_path / "extra")
+  _rewrite(directory, lambda t: t.update({"model.layers.0.self_attn.q_proj.bias":
+                                          np.zeros(32, np.float32)}))
+  with pytest.raises(CheckpointError, match=r"1 tensor\(s\) have no place.*q_proj.bias"):
+    import_hf(directory)
+
+  sharded = tmp_path / "sharded"
+  hf_model("llama").save_pretrained(str(sharded), max_shard_size="20KB")
+  shard = sorted(p for p in os.listdir(sharded) if p.endswith(".safetensors"))[-1]
+  os.remove(sharded / shard)
+  with pytest.raises(FileNotFoundError, match=rf"index.json lists shard .*{shard}"):
+    import_hf(sharded)
+
+
+@pytest.mark.parametrize("family, overrides, key", [
+    ("neox", dict(use_parallel_residual=False), "use_parallel_residual"),
+    ("neox", dict(hidden_act="relu"), "hidden_act"),
+    ("llama", dict(rope_scaling={"rope_type": "linear", "factor": 2.0}), "rope"),
+    ("llama", dict(attention_bias=True), "attention_bias"),
+    ("gpt2", dict(scale_attn_by_inverse_layer_idx=True), "scale_attn_by_inverse_layer_idx"),
+    ("gpt2", dict(activation_function="relu"), "activation_function"),
+])
+def test_unsupported_variants_are_refused(family, overrides, key, tmp_path):
+  directory = save_model(hf_model(family, **overrides), tmp_path)
+  with pytest.raises(ConfigError, match=rf"config.json:{key}.*not supported|config.json:{key}"):
+    import_hf(directory)
+
+
+def test_unsupported_architecture_is_refused(tmp_path):
+  (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 8}))
+  with pytest.raises(ConfigError, match=r"config.json:model_type' = 'bert'.*gpt2.*gpt_neox.*llama"):
+    import_hf(tmp_path)
+
+
+# Tokenizers ---------------------------------------------------------------------------------
+TEXT = ["the quick brown fox jumps over the lazy dog", "a pondering model thinks before it speaks",
+        "pause tokens give the model time", "latent thoughts explain the text they annotate",
+        "odd <marks> and |bars| too"]
+
+
+@pytest.fixture(scope="module")
+def tokenized(tmp_path_factory):
+  """A Pythia-style directory: BPE tokenizer.json + tokenizer_config.json + an untied model."""
+  from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # pylint: disable=import-outside-toplevel
+  tokenizer = Tokenizer(models.BPE())
+  tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tokenizer.decoder = decoders.ByteLevel()
+  tokenizer.train_from_iterator(TEXT * 4, trainers.BpeTrainer(
+      vocab_size=VOCAB, special_tokens=["<|endoftext|>"], show_progress=False))
+  base = tokenizer.get_vocab_size()
+  directory = tmp_path_factory.mktemp("pythia")
+  model = hf_model("neox", vocab_size=base)
+  save_model(model, directory)
+  tokenizer.save(str(directory / "tokenizer.json"))
+  (directory / "tokenizer_config.json").write_text(json.dumps(
+      {"eos_token": "<|endoftext|>", "bos_token": {"content": "<|endoftext|>"},
+       "tokenizer_class": "GPTNeoXTokenizer"}))
+  return model, str(directory), base
+
+
+def test_load_pretrained_adds_tokens_with_mean_rows(tokenized, tmp_path):
+  model, directory, base = tokenized
+  cfg, params, vocab = load_pretrained(directory, num_procedural=3, vocab_multiple=16)
+  new_ids = list(range(base, base + 8))
+  assert [vocab.pause_id, vocab.sol_id, vocab.eol_id, vocab.prior_id, vocab.posterior_id] == (
+      new_ids[:5])
+  assert list(vocab.procedural_id(np.arange(3))) == new_ids[5:]
+  assert vocab.procedural_id(2) == new_ids[7]
+  with pytest.raises(ValueError, match="outside 0 .. 2"):
+    vocab.procedural_id(3)
+  assert vocab.eos_id == vocab.bos_id == vocab.pad_id == 0  # pad falls back to eos
+  assert vocab.vocab_size == base + 8 and cfg.vocab_size == 16 * -(-(base + 8) // 16)
+  assert vocab.added_ids == tuple(new_ids)
+
+  embed = np.asarray(params["token_embed"])
+  head = np.asarray(params["lm_head"])
+  old_embed = model.gpt_neox.embed_in.weight.detach().numpy()
+  old_head = model.get_output_embeddings().weight.detach().numpy()
+  np.testing.assert_array_equal(embed[:base], old_embed)
+  np.testing.assert_array_equal(head[:, :base], old_head.T)
+  # Every new row (new tokens and the rounding rows alike) is the mean of the original rows.
+  np.testing.assert_allclose(embed[base:], np.broadcast_to(old_embed.mean(0), embed[base:].shape),
+                             atol=1e-6)
+  np.testing.assert_allclose(head[:, base:].T,
+                             np.broadcast_to(old_head.mean(0), head[:, base:].T.shape), atol=1e-6)
+
+  tokens, mask = batch(vocab=base)
+  got = our_logits(cfg, params, tokens, mask)[..., :base]
+  assert max_diff(got, hf_logits(model, tokens, mask), mask) <= TOL
+
+  text = TEXT[1] + " <pause> " + TEXT[2]
+  ids = vocab.encode(text)
+  assert vocab.pause_id not in ids  # typed specials stay text, as in the project's vocabularies
+  assert vocab.decode(ids) == text
+  assert vocab.encode_batch(TEXT[:2]) == [vocab.encode(t) for t in TEXT[:2]]
+  assert vocab.decode([vocab.pause_id, vocab.sol_id]) == "<pause><|START_OF_LATENT|>"
+
+  # Export with the tokenizer; transformers reads both, and a re-import adds nothing.
+  export_hf(cfg, params, tmp_path, vocabulary=vocab)
+  hf_tokenizer = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
+  assert hf_tokenizer.convert_tokens_to_ids("<pause>") == vocab.pause_id
+  assert hf_tokenizer(TEXT[0])["input_ids"] == vocab.encode(TEXT[0])
+  assert json.loads((tmp_path / "config.json").read_text())["eos_token_id"] == vocab.eos_id
+  cfg2, params2, vocab2 = load_pretrained(tmp_path, add_tokens=False)
+  assert cfg2 == cfg and vocab2.added_ids == () and vocab2.special_ids == vocab.special_ids
+  assert vocab2.num_procedural == 3
+  jax.tree.map(np.testing.assert_array_equal, params, params2)
+
+
+def test_normal_row_init_and_bad_options(tokenized):
+  _, directory, base = tokenized
+  _, params, _ = load_pretrained(directory, new_row_init="normal", new_row_std=0.5,
+                                 vocab_multiple=64, seed=1)
+  _, again, _ = load_pretrained(directory, new_row_init="normal", new_row_std=0.5,
+                                vocab_multiple=64, seed=1)
+  new_rows = np.asarray(params["token_embed"])[base:]
+  np.testing.assert_array_equal(new_rows, np.asarray(again["token_embed"])[base:])
+  assert 0.4 < new_rows.std() < 0.6 and abs(new_rows.mean()) < 0.1
+  with pytest.raises(ConfigError, match="new_row_init"):
+    load_pretrained(directory, new_row_init="zeros")
+  with pytest.raises(ValueError, match=r"lacks \['<pause>'"):
+    load_hf_vocabulary(directory, add_tokens=False)
+
+
+def test_load_pretrained_onto_mesh_matches_host(tokenized):
+  _, directory, _ = tokenized
+  mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+  cfg, params, _ = load_pretrained(directory, mesh=mesh, rules="fsdp_tp", num_procedural=3,
+                                   vocab_multiple=16)
+  cfg_host, host, _ = load_pretrained(directory, num_procedural=3, vocab_multiple=16)
+  assert cfg == cfg_host
+  assert tuple(params["lm_head"].sharding.spec) == ("fsdp", "tensor")
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
+               params, host)
+
+
+# CLI ----------------------------------------------------------------------------------------
+def test_cli_round_trip_with_tokenizer(tokenized, tmp_path):
+  model, directory, base = tokenized
+  cli.main(["--from-hf", directory, "--out", str(tmp_path / "ckpt"), "--num-procedural", "2"])
+  assert (tmp_path / "ckpt" / "model_config.json").is_file()
+  cli.main(["--to-hf", str(tmp_path / "ckpt"), "--out", str(tmp_path / "hf")])
+  reloaded = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf")).eval()
+  tokens, mask = batch(vocab=base)
+  got = hf_logits(reloaded, tokens, mask)[..., :base]
+  assert max_diff(got, hf_logits(model, tokens, mask), mask) <= TOL
+  vocab = load_hf_vocabulary(str(tmp_path / "hf"), add_tokens=False)
+  assert vocab.num_procedural == 2 and vocab.pause_id == base
+
+
+def test_cli_exports_a_trainer_checkpoint(tmp_path):
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  import dataclasses  # pylint: disable=import-outside-toplevel
+  model = hf_model("gpt2")
+  cfg, params = import_hf(model)
+  manager = ocp.CheckpointManager(
+      str(tmp_path / "work" / "checkpoints"),
+      item_handlers={"state": ocp.StandardCheckpointHandler(),
+                     "config": ocp.JsonCheckpointHandler()})
+  state = {"params": params, "step": jnp.asarray(7)}
+  manager.save(7, args=ocp.args.Composite(
+      state=ocp.args.StandardSave(state),
+      config=ocp.args.JsonSave({"model": dataclasses.asdict(cfg), "train": {"steps": 7}})))
+  manager.wait_until_finished()
+  cli.main(["--to-hf", str(tmp_path / "work"), "--out", str(tmp_path / "hf")])
+  reloaded = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf")).eval()
+  tokens, mask = batch()
+  assert max_diff(hf_logits(reloaded, tokens, mask), hf_logits(model, tokens, mask), mask) <= TOL
+
+
+def test_cli_reports_bad_input(tmp_path, capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    cli.main(["--from-hf", str(tmp_path / "absent"), "--out", str(tmp_path / "out")])
+  assert exit_info.value.code == 2
+  assert "absent: no such Hugging Face model directory" in capsys.readouterr().err
