@@ -47,9 +47,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _from_hf(args: argparse.Namespace) -> None:
-  from ponder_jax.convert import checkpoint, hf  # pylint: disable=import-outside-toplevel
-  from ponder_jax.convert.tokenizer import TOKENIZER_FILE  # pylint: disable=import-outside-toplevel
-  if args.weights_only or not os.path.isfile(os.path.join(args.from_hf, TOKENIZER_FILE)):
+  # pylint: disable-next=import-outside-toplevel
+  from ponder_jax.convert import checkpoint, hf, tokenizer
+  has_tokenizer = os.path.isfile(os.path.join(args.from_hf, tokenizer.TOKENIZER_FILE))
+  if args.weights_only or not has_tokenizer:
     cfg, params = hf.import_hf(args.from_hf)
     vocabulary = None
   else:
@@ -63,11 +64,11 @@ def _from_hf(args: argparse.Namespace) -> None:
 
 
 def _to_hf(args: argparse.Namespace) -> None:
-  from ponder_jax.convert import checkpoint, hf  # pylint: disable=import-outside-toplevel
-  from ponder_jax.convert.tokenizer import load_hf_vocabulary  # pylint: disable=import-outside-toplevel
+  # pylint: disable-next=import-outside-toplevel
+  from ponder_jax.convert import checkpoint, hf, tokenizer
   cfg, params, vocabulary = checkpoint.load(args.to_hf, model_config=args.model_config)
   if args.tokenizer:
-    vocabulary = load_hf_vocabulary(args.tokenizer, add_tokens=False)
+    vocabulary = tokenizer.load_hf_vocabulary(args.tokenizer, add_tokens=False)
   hf.export_hf(cfg, params, args.out, vocabulary=vocabulary)
   print(f"ponder-convert: {cfg.family} model -> {os.path.abspath(args.out)}")
 

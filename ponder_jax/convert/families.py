@@ -100,7 +100,7 @@ class Family(abc.ABC):
   architecture: str  # config.json architectures[0] for export
   embed_name: str
   head_name: str
-  ignored = re.compile(r"$^")  # buffers, not weights: never needed, never reported
+  ignored: re.Pattern | None = None  # buffers, not weights: never needed, never reported
 
   @abc.abstractmethod
   def model_config(self, hf: Mapping[str, Any], where: str) -> ModelConfig:
@@ -174,7 +174,8 @@ class Gpt2(Family):
     return _model_config(
         where, family="gpt2", vocab_size=_get(hf, where, "vocab_size"),
         d_model=_get(hf, where, "n_embd"), n_layers=_get(hf, where, "n_layer"),
-        n_heads=_get(hf, where, "n_head"), d_ff=_get(hf, where, "n_inner", 0),  # None: 4 * n_embd, our 0
+        n_heads=_get(hf, where, "n_head"),
+        d_ff=_get(hf, where, "n_inner", 0),  # null means 4 * n_embd, as our 0 does
         max_len=_get(hf, where, "n_positions"),
         norm_eps=float(_get(hf, where, "layer_norm_epsilon", 1e-5)),
         tie_embeddings=bool(_get(hf, where, "tie_word_embeddings", True)),

@@ -7,7 +7,8 @@ be used, so a conversion is exact or fails naming the file, tensor and shapes.
 Placement is lazy: each param is a `jax.make_array_from_callback` whose callback reads, for the
 one shard a device holds, only the Hugging Face tensors of the layers in that shard (and only
 the rows in it, for the embedding tables). With a mesh, params land directly with their
-logical-axis shardings; no host ever holds more than one Hugging Face tensor plus one shard.
+logical-axis shardings: a host holds at most one Hugging Face tensor plus its own devices'
+shards of one param, never the whole model.
 
 `load_pretrained(dir)` adds the tokenizer (tokenizer.py) and its reserved tokens, growing the
 vocabulary tables: rows of new tokens, and rows added to round the table up to
@@ -54,7 +55,7 @@ class _Checkpoint:
     self.config_where, self.where, self.source = config_where, where, source
     self._actual: dict[str, str] = {}
     for name in source.names():
-      if self.family.ignored.search(name):
+      if self.family.ignored and self.family.ignored.search(name):
         continue
       canonical = self.family.canonical(name)
       if canonical in self._actual:
@@ -149,7 +150,7 @@ def _param_shardings(cfg: ModelConfig, mesh: Mesh | None, rules) -> tuple[Any, A
   abstract = abstract_params(cfg)
   shapes = nn.meta.unbox(abstract)["params"]
   if mesh is None:
-    device = SingleDeviceSharding(jax.devices()[0])
+    device = SingleDeviceSharding(jax.local_devices()[0])
     return shapes, jax.tree.map(lambda _: device, shapes)
   if rules is None:
     raise ValueError("importing onto a mesh needs logical-axis rules (e.g. "
@@ -317,10 +318,9 @@ def export_hf(cfg: ModelConfig, params, out_dir: str | os.PathLike, *,
   tensors = family.export(cfg, _check_params(cfg, params))
   hf_config = {"architectures": [family.architecture], "model_type": family.model_type,
                **family.hf_config(cfg), "torch_dtype": "float32"}
-  # Without a tokenizer the special ids are unknown; null keeps transformers' defaults out.
-  hf_config.update(bos_token_id=vocabulary and vocabulary.bos_id,
-                   eos_token_id=vocabulary and vocabulary.eos_id,
-                   pad_token_id=vocabulary and vocabulary.pad_id)
+  # Without a tokenizer the special ids are unknown: null, not transformers' per-model defaults.
+  for name in ("bos", "eos", "pad"):
+    hf_config[f"{name}_token_id"] = getattr(vocabulary, f"{name}_id") if vocabulary else None
   out_dir = os.fspath(out_dir)
   os.makedirs(out_dir, exist_ok=True)
   save_file(tensors, os.path.join(out_dir, sources_lib.SAFETENSORS), metadata={"format": "pt"})

@@ -75,8 +75,8 @@ class HFVocabulary(Vocabulary):
     procedural = []
     while (i := tokenizer.token_to_id(procedural_piece(len(procedural)))) is not None:
       procedural.append(i)
-    self._procedural_offset = procedural[0] if procedural else 0
-    if procedural != list(range(self._procedural_offset, self._procedural_offset + len(procedural))):
+    self._procedural_offset = offset = procedural[0] if procedural else 0
+    if procedural != list(range(offset, offset + len(procedural))):
       raise ValueError(f"the tokenizer's procedural symbols have ids {procedural}, not one "
                        "contiguous block")
     self._num_procedural = len(procedural)
