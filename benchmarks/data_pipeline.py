@@ -2,9 +2,11 @@
 batch) in one process, with the demo shape and a procedural + text + thoughts mixture.
 
 Each run builds a fresh train iterator (data.seed = run index), discards one batch (start-up),
-then times `--steps` batches; the table reports the median over `--runs`. "slots/s" counts every
-position of a [batch, seq] row, "real tokens/s" only non-padding ones. Prints Markdown for
-benchmarks/README.md.
+then times `--steps` batches; the table reports the median over `--runs`. "slots" counts every
+position of a [batch, seq] row, "real tokens" only non-padding ones. Rates are per second of
+process CPU time (`time.process_time`: other jobs on a shared machine do not count; with the
+default 0 read threads and 0 prefetch the pipeline runs in one thread) and, for reference, per
+second of wall-clock time. Prints Markdown for benchmarks/README.md.
 
   .venv/bin/python benchmarks/data_pipeline.py [--runs 5] [--steps 50] [--batch 16] [--seq 256]
 """
@@ -41,17 +43,18 @@ def demo_mixture(args: argparse.Namespace, seed: int):
   return cfg
 
 
-def timed_run(args: argparse.Namespace, vocab, seed: int) -> tuple[float, float]:
-  """(slots/s, real tokens/s) of one run."""
+def timed_run(args: argparse.Namespace, vocab, seed: int) -> tuple[float, float, float]:
+  """(slots per CPU-s, real tokens per CPU-s, slots per wall-s) of one run."""
   it = pipeline.make_train_iterator(demo_mixture(args, seed), vocab, global_batch_size=args.batch)
   next(it)
   real = 0
-  begin = time.perf_counter()
+  cpu, wall = time.process_time(), time.perf_counter()
   for _ in range(args.steps):
     real += int((next(it)["segment_ids"] > 0).sum())
-  elapsed = time.perf_counter() - begin
+  cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
   it.close()
-  return args.steps * args.batch * args.seq / elapsed, real / elapsed
+  slots = args.steps * args.batch * args.seq
+  return slots / cpu, real / cpu, slots / wall
 
 
 def cpu_name() -> str:
@@ -75,17 +78,17 @@ def main(argv: list[str] | None = None) -> None:
   args = parser.parse_args(argv)
   vocab = load_vocabulary(args.vocab)
   runs = [timed_run(args, vocab, seed) for seed in range(args.runs)]
-  slots, real = (statistics.median(r[i] for r in runs) for i in (0, 1))
+  slots, real, wall = (statistics.median(r[i] for r in runs) for i in range(3))
   print(f"date: {datetime.date.today()}  machine: {cpu_name()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}, numpy {np.__version__}")
+        f"Python {platform.python_version()}, numpy {np.__version__}, "
+        f"load average {os.getloadavg()[0]:.1f}")
   print(f"command: {' '.join([os.path.basename(sys.executable)] + sys.argv)}\n")
-  print("| batch x seq | vocab | pause | read threads | prefetch | slots/s (median) | "
-        "real tokens/s | fill | runs (slots/s) |")
-  print("|---|---|---:|---:|---:|---:|---:|---:|---|")
+  print("| batch x seq | vocab | pause | read threads | prefetch | slots per CPU-s (median) | "
+        "real tokens per CPU-s | fill | slots per wall-s | runs (slots per CPU-s) |")
+  print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
   print(f"| {args.batch} x {args.seq} | {args.vocab} | {args.pause} | {args.threads} | "
-        f"{args.prefetch} | {slots:,.0f} | {real:,.0f} | {real / slots:.3f} | "
+        f"{args.prefetch} | {slots:,.0f} | {real:,.0f} | {real / slots:.3f} | {wall:,.0f} | "
         f"{', '.join(f'{r[0]:,.0f}' for r in runs)} |")
-
 
 if __name__ == "__main__":
   main()
