@@ -130,18 +130,19 @@ def test_tfds_data_source(tmp_path):
 
 
 def test_math_corpus_with_and_without_thoughts():
-  with_thoughts = _open("m", sources.source_config("math", seed=3))
-  raw = _open("m", sources.source_config("math", seed=3, thoughts=False))
-  record = math_corpus.MathCorpus(math_corpus.MathCorpusConfig(seed=3), "train")[5]
+  corpus = dict(seed=3, validation_size=40)
+  with_thoughts = _open("m", sources.source_config("math", **corpus))
+  raw = _open("m", sources.source_config("math", thoughts=False, **corpus))
+  config = math_corpus.MathCorpusConfig(**corpus)
+  record = math_corpus.MathCorpus(config, "train")[5]
   tokens = with_thoughts.example(with_thoughts[5], np.random.default_rng(0))["tokens"]
   assert np.isin([VOCAB.sol_id, VOCAB.eol_id], tokens).all()
-  text = VOCAB.decode(raw.example(raw[5], RNG)["tokens"][1:-1])
-  assert text == record["text"]
-  held_out = _open("m", sources.source_config("math", seed=3), "eval")
-  validation = math_corpus.MathCorpus(math_corpus.MathCorpusConfig(seed=3), "validation")
-  raw_eval = _open("m", sources.source_config("math", seed=3, thoughts=False), "eval")
-  assert VOCAB.decode(raw_eval.example(raw_eval[0], RNG)["tokens"][1:-1]) == validation[0]["text"]
-  assert len(held_out) == 1000
+  assert VOCAB.decode(raw.example(raw[5], RNG)["tokens"][1:-1]) == record["text"]
+  # The eval split is the corpus's validation split.
+  raw_eval = _open("m", sources.source_config("math", thoughts=False, **corpus), "eval")
+  validation = math_corpus.MathCorpus(config, "validation")
+  assert len(raw_eval) == 40
+  assert VOCAB.decode(raw_eval.example(raw_eval[7], RNG)["tokens"][1:-1]) == validation[7]["text"]
 
 
 def test_procedural_ids_masks_and_fresh_eval_seed():
