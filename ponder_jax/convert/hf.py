@@ -114,7 +114,7 @@ def _open(source: Any) -> _Checkpoint:
       try:
         hf_config = json.load(f)
       except ValueError as e:
-        raise ConfigError(config_path, None, f"is not valid JSON ({e})") from e
+        raise ValueError(f"{config_path}: not valid JSON ({e})") from e
     # The config is checked before the (possibly large) weights are opened.
     family_of(hf_config, config_path).model_config(hf_config, config_path)
     return _Checkpoint(hf_config, config_path, sources_lib.open_directory(directory), directory)
@@ -140,14 +140,14 @@ def _flat_paths(tree) -> tuple[list[str], list[Any], Any]:
   return paths, [leaf for _, leaf in leaves], treedef
 
 
-def abstract_params(cfg: ModelConfig):
+def _abstract_variables(cfg: ModelConfig):
   """The boxed abstract variables of Transformer(cfg): shapes and logical axes, no compute."""
   return jax.eval_shape(Transformer(cfg).init, jax.random.key(0), jnp.zeros((1, 1), jnp.int32))
 
 
 def _param_shardings(cfg: ModelConfig, mesh: Mesh | None, rules) -> tuple[Any, Any]:
   """(unboxed abstract params, matching shardings)."""
-  abstract = abstract_params(cfg)
+  abstract = _abstract_variables(cfg)
   shapes = nn.meta.unbox(abstract)["params"]
   if mesh is None:
     device = SingleDeviceSharding(jax.local_devices()[0])
@@ -293,7 +293,7 @@ def load_pretrained(path: str | os.PathLike, *, mesh: Mesh | None = None,
 
 def _check_params(cfg: ModelConfig, params) -> dict[str, np.ndarray]:
   """params as host arrays by 'a/b/c' path, checked against the tree Transformer(cfg) has."""
-  want_paths, want, _ = _flat_paths(nn.meta.unbox(abstract_params(cfg))["params"])
+  want_paths, want, _ = _flat_paths(nn.meta.unbox(_abstract_variables(cfg))["params"])
   paths, leaves, _ = _flat_paths(nn.meta.unbox(params))
   if sorted(paths) != sorted(want_paths):
     raise ValueError(f"params do not match a {cfg.family} model: missing "
