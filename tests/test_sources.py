@@ -226,3 +226,9 @@ def test_source_config_rejects_unknown_keys():
   with pytest.raises(ConfigError, match="delim"):
     sources.source_config("text", delim="x")
   assert sources.source_config("procedural", task="dyck", k=8).k == 8
+
+
+def test_missing_shipped_text_names_the_key(tmp_path, monkeypatch):
+  monkeypatch.setenv("PONDER_JAX_DATA_DIR", str(tmp_path))
+  with pytest.raises(ConfigError, match=r"data.sources.s.path.*PONDER_JAX_DATA_DIR"):
+    sources.validate_source("s", sources.source_config("text"))

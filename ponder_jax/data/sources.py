@@ -138,6 +138,10 @@ def validate_source(name: str, section: Mapping[str, Any]) -> SourceSpec:
            f"a {kind} source needs a path")
     _check(bool(_expand_paths(options["path"])), f"{prefix}.path", options["path"],
            "no such file")
+  if kind == "text" and not options["path"]:
+    _check(os.path.isfile(shipped_text_path()), f"{prefix}.path", "",
+           f"the shipped text {shipped_text_path()} is missing (installed without the "
+           "repository? set $PONDER_JAX_DATA_DIR or give a path)")
   if kind == "text":
     try:
       re.compile(options["delimiter"])
