@@ -213,6 +213,7 @@ class _WritesMarker:
     return (open, (self.marker, "w"))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch, about the plain pickle
 @pytest.mark.parametrize("writer", ["pickle", "torch"])
 def test_code_executing_pickle_is_refused(writer, tmp_path):
   marker = tmp_path / "pwned"
