@@ -30,7 +30,7 @@ setup(
     ],
     extras_require={
         "hf": ["torch==2.13.0", "transformers>=4.57", "safetensors>=0.4", "tokenizers>=0.20"],
-        "interop": ["seqio>=0.0.20", "tensorflow-datasets>=4.9.10"],
+        "interop": ["seqio>=0.0.20", "tensorflow-datasets>=4.9.10", "importlib_resources>=6"],
         "test": ["pytest>=8", "pytest-xdist>=3.6", "hypothesis>=6.100"],
     },
     entry_points={
