@@ -306,6 +306,17 @@ def test_seqio_registration_mixture_and_vocabulary():
       split="train", shuffle=False, seed=0).take(400).as_numpy_iterator()]
   assert set(lengths) == {13, 63}
   assert abs(lengths.count(13) / 400 - 0.75) < 0.08
+  # T5X's packed decoder features weight exactly the loss mask: the answer digits and stop.
+  converter = seqio_tasks.LossMaskLMFeatureConverter(pack=True)
+  packed = next(converter(task.get_dataset(split="train", shuffle=False),
+                          {"targets": 64, "loss_mask": 64}).as_numpy_iterator())
+  native = _native(section)
+  examples = [native.example(native[i], None) for i in range(4)]  # 4 * 13 tokens fill 64
+  np.testing.assert_array_equal(packed["decoder_target_tokens"][:52],
+                                np.concatenate([ex["tokens"] for ex in examples]))
+  np.testing.assert_array_equal(packed["decoder_loss_weights"],
+                                np.concatenate([ex["loss_mask"] for ex in examples] + [[0] * 12]))
+  assert packed["decoder_loss_weights"].sum() < packed["decoder_segment_ids"].astype(bool).sum()
   with pytest.raises(ValueError, match="no seqio task 'test_interop.nope'"):
     seqio_tasks.register_mixture("test_interop.mix2", {"test_interop.nope": 1.0})
   with pytest.raises(ValueError, match="not a positive number"):

@@ -26,6 +26,8 @@ different definition it is an error.
 
 `SeqioVocabulary` adapts a project vocabulary (any `data.vocab` spec) to `seqio.Vocabulary`;
 `seqio.SentencePieceVocabulary('data/tokenizer.model')` encodes text to the same ids.
+T5X's stock `seqio.DecoderFeatureConverter` reads `targets` alone (loss on every token);
+`LossMaskLMFeatureConverter` packs `loss_mask` too and trains only on the targets it marks.
 
 Not here: tokenization and layouts (sources.py, thoughts.py, vocab.py), TFDS (tfds_builders.py).
 """
@@ -138,6 +140,30 @@ def output_features(vocab: str = DEFAULT_VOCAB) -> dict[str, seqio.Feature]:
   """The features every task here yields (see the module docstring)."""
   return {"targets": seqio.Feature(SeqioVocabulary(vocab), add_eos=False, dtype=tf.int32),
           "loss_mask": seqio.Feature(_LOSS_MASK_VOCABULARY, add_eos=False, dtype=tf.int32)}
+
+
+class LossMaskLMFeatureConverter(seqio.LMFeatureConverter):
+  """seqio's decoder-only converter, with each task's `loss_mask` as `decoder_loss_weights`.
+
+  seqio's own LMFeatureConverter weights every non-padding token, which would train on a
+  procedural prompt; this one packs `loss_mask` with the targets and weights by it. Pass
+  `task_feature_lengths={'targets': L, 'loss_mask': L}`.
+  """
+
+  TASK_FEATURES = {"targets": seqio.FeatureConverter.FeatureSpec(dtype=tf.int32),
+                   "loss_mask": seqio.FeatureConverter.FeatureSpec(dtype=tf.int32)}
+
+  def _convert_features(self, ds: tf.data.Dataset,
+                        task_feature_lengths: Mapping[str, int]) -> tf.data.Dataset:
+    # seqio's packer takes a feature's length from its non-zero entries, so the mask travels as
+    # 1 + mask (never 0) and comes back as packed - 1 (padding, 0 after packing, stays 0).
+    ds = ds.map(lambda ex: {**ex, "loss_mask": ex["loss_mask"] + 1})
+    return super()._convert_features(ds, task_feature_lengths)
+
+  def _convert_example(self, features: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    converted = dict(super()._convert_example(features))
+    converted["decoder_loss_weights"] = tf.maximum(features["loss_mask"] - 1, 0)
+    return converted
 
 
 class SourceTask(seqio.Task):
