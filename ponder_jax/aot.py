@@ -43,7 +43,10 @@ def _use_simulated_devices(count: int) -> None:
 
 
 def _bytes(n: float) -> str:
-  return f"{n / _GIB:9.3f} GiB"
+  for unit, size in (("GiB", _GIB), ("MiB", 1024 ** 2), ("KiB", 1024)):
+    if n >= size:
+      return f"{n / size:9.2f} {unit}"
+  return f"{n:9.0f} B"
 
 
 def _path(key_path) -> str:
@@ -64,6 +67,7 @@ def sharding_table(abstract_params) -> list[tuple[str, tuple, str, str, tuple, i
 def check(config, devices: int) -> dict[str, Any]:
   """Compiles the train step of `config` on the current (simulated) devices; returns a report."""
   # pylint: disable=import-outside-toplevel
+  import flax.linen as nn
   import jax
   from ponder_jax.data import pipeline
   from ponder_jax.experiment import Experiment
@@ -74,9 +78,20 @@ def check(config, devices: int) -> dict[str, Any]:
   empty = pipeline.empty_batch(c.train.global_batch_size, c.data.seq_len, exp.vocab.pad_id)
   batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=trainer.batch_sharding)
            for k, v in empty.items()}
-  compiled, seconds, flops = trainer.compile_train_step(trainer.abstract_state, batch)
-  memory = compiled.func.memory_analysis() if hasattr(compiled, "func") else \
-      compiled.memory_analysis()
+  # The same jit as Trainer.compile_train_step (shardings, donation, mesh and rules in scope),
+  # which hands back only a callable; the memory analysis needs the Compiled object itself.
+  jitted = jax.jit(trainer.train_step,
+                   in_shardings=(trainer.state_sharding, trainer.batch_sharding, None),
+                   out_shardings=(trainer.state_sharding, None), donate_argnums=0)
+  start = time.time()
+  with jax.set_mesh(trainer.mesh), nn.logical_axis_rules(trainer.rules):
+    compiled = jitted.lower(trainer.abstract_state, batch,
+                            jax.random.key(c.train.seed)).compile()
+  seconds = time.time() - start
+  memory = compiled.memory_analysis()
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  flops = float((cost or {}).get("flops", 0.0)) * jax.device_count()
   params = sharding_table(trainer.abstract_state.params)
   opt_leaves = jax.tree.leaves(trainer.abstract_state.opt_state)
   opt_bytes = sum(math.prod(l.sharding.shard_shape(l.shape)) * l.dtype.itemsize
@@ -131,7 +146,7 @@ def format_report(report: dict[str, Any], config_name: str) -> str:
             for i, h in enumerate(("parameter", "shape", "dtype", "spec", "per device"))]
   header = ("parameter", "shape", "dtype", "spec", "per device")
   lines += ["", "parameter shardings:",
-            "  " + "  ".join(h.ljust(w) for h, w in zip(header, widths))]
+            ("  " + "  ".join(h.ljust(w) for h, w in zip(header, widths))).rstrip()]
   for row in report["params"]:
     lines.append("  " + "  ".join(str(v).ljust(w) for v, w in zip(row[:5], widths)).rstrip())
   return "\n".join(lines)
@@ -159,10 +174,10 @@ def _main(argv) -> None:
   total = report.get("total_bytes_per_device")
   if f.hbm_gb and total is not None:
     if total > f.hbm_gb * _GIB:
-      print(f"ponder-aot: needs {total / _GIB:.2f} GiB per device, more than "
+      print(f"ponder-aot: needs {_bytes(total).strip()} per device, more than "
             f"--hbm_gb={f.hbm_gb:g}", file=sys.stderr)
       sys.exit(1)
-    print(f"fits: {total / _GIB:.2f} GiB of {f.hbm_gb:g} GiB per device")
+    print(f"fits: {_bytes(total).strip()} of {f.hbm_gb:g} GiB per device")
 
 
 def main() -> None:

@@ -22,7 +22,8 @@ then the whole config is validated), then runs each as a `ponder-train` subproce
 commands for a pod or a local launcher. Run names come from the overrides alone (`steps=3_ratio=0.1`),
 so re-running a sweep resumes every run from its checkpoints. At the end
 `DIR/summary.{csv,json,png}` and a table on stdout collect each run's final train loss and eval
-losses from its metrics.jsonl.
+losses from its metrics.jsonl. The runs share a JAX compilation cache (`DIR/jax_cache`), so runs
+that differ only in values the program does not bake in (seeds, data) compile once.
 
 Not here: the training itself (cli.py / trainer.py) and the launchers (launch/).
 """
@@ -124,6 +125,15 @@ def _load_module(path: str):
   return module
 
 
+def load_config(config: str) -> ml_collections.ConfigDict:
+  """get_config() of a config file ('file.py' or 'file.py:arg'), e.g. a sweep file's base."""
+  path, _, arg = config.partition(":")
+  module = _load_module(path)
+  if not hasattr(module, "get_config"):
+    raise SweepError(f"{path} defines no get_config()")
+  return module.get_config(*([arg] if arg else []))
+
+
 def load_sweep(config: str) -> list[Override]:
   """The overrides of `config` ('file.py' or 'file.py:arg') from its get_sweep()."""
   path, _, arg = config.partition(":")
@@ -185,11 +195,12 @@ def _digest(overrides: Override) -> str:
 
 
 def run_names(runs: Sequence[Override]) -> list[str]:
-  """Stable, filesystem-safe names, e.g. 'ratio=0.1_steps=3' (keys sorted; 'base' if none)."""
+  """Stable, filesystem-safe names, e.g. 'ratio=0.1_steps=3' (sorted; 'base' for none)."""
   labels = _labels(k for run in runs for k in run)
   names = []
   for run in runs:
-    name = "_".join(f"{labels[k]}={_slug(run[k])}" for k in sorted(run)) or "base"
+    name = "_".join(f"{labels[k]}={_slug(run[k])}" for k in sorted(run, key=labels.get)) \
+        or "base"
     if len(name) > _MAX_NAME:
       name = name[:_MAX_NAME - 9].rstrip("_=") + "~" + _digest(run)
     names.append(name)
@@ -275,13 +286,9 @@ def check(config: str, run_plan: Sequence[Run], base: Mapping[str, Any] | None =
   # pylint: disable=import-outside-toplevel
   from ponder_jax.config import ConfigError
   from ponder_jax.experiment import Experiment
-  path, _, arg = config.partition(":")
-  module = _load_module(path)
-  if not hasattr(module, "get_config"):
-    raise SweepError(f"{path} defines no get_config()")
   for run in run_plan:
     where = f"run '{run.name}'"
-    reference = module.get_config(*([arg] if arg else []))
+    reference = load_config(config)
     for key, value in {**dict(base or {}), **run.overrides}.items():
       _check_key(reference, key, value, where)
     try:
@@ -386,7 +393,7 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
   columns = _columns(rows)
   def cell(v):
     if isinstance(v, float):
-      return f"{v:.4f}"
+      return f"{v:.5g}"
     return "-" if v is None else str(v)
   table = [columns] + [[cell(row.get(c)) for c in columns] for row in rows]
   widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
@@ -474,10 +481,16 @@ def _main(argv: Sequence[str]) -> None:
       print(shlex.join(run.command()))
     return
   os.makedirs(f.workdir, exist_ok=True)
+  if f.compilation_cache is None:
+    f.compilation_cache = os.path.join(f.workdir, "jax_cache")
   with open(os.path.join(f.workdir, "sweep.json"), "w", encoding="utf-8") as out:
     json.dump([{"name": r.name, "overrides": r.overrides, "command": r.command()}
                for r in run_plan], out, indent=2, default=repr)
-  results = execute(run_plan, f.parallel)
+  env = dict(os.environ)
+  if f.compilation_cache:
+    # Runs whose programs match (e.g. seeds, data settings) compile once for the whole sweep.
+    env.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.abspath(f.compilation_cache))
+  results = execute(run_plan, f.parallel, env=env)
   rows = summarize(results)
   paths = write_summary(f.workdir, rows, results)
   print(format_table(rows))
@@ -500,6 +513,9 @@ def main() -> None:
                       "Flags for the emitted launcher, e.g. '--name=pod --zone=us-central2-b "
                       "--accelerator=v4-32'.")
   flags.DEFINE_bool("dry-run", False, "Check every run and print the commands; run nothing.")
+  flags.DEFINE_string("compilation_cache", None, "JAX persistent compilation cache shared by "
+                      "the runs (default <workdir>/jax_cache; '' for none; an exported "
+                      "JAX_COMPILATION_CACHE_DIR wins).")
   flags.mark_flags_as_required(["config", "workdir"])
   app.run(_main)
 

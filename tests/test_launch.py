@@ -158,3 +158,41 @@ def test_run_all_fails_fast_and_keeps_one_log_per_worker(tmp_path):
   assert codes["fails"] == 3
   assert codes["sleeps"] != 0  # stopped by SIGTERM
   assert "boom" in (tmp_path / "a.log").read_text()
+
+
+TINY_TRAIN_CONFIG = textwrap.dedent("""\
+    from ponder_jax.experiment import default_config
+
+    def get_config():
+      c = default_config()
+      c.model.update(dict(vocab_size=576, d_model=32, n_layers=1, n_heads=2, max_len=64))
+      c.data.vocab = "byte"
+      c.data.seq_len = 32
+      c.train.update(dict(steps=3, global_batch_size=4, log_every=1, eval_batches=1))
+      c.optim.warmup_steps = 1
+      c.checkpoint.update(dict(every=0, async_save=False))
+      c.metrics.update(dict(tensorboard=False, progress_bar=False, plot=False))
+      return c
+    """)
+
+
+def test_local_two_process_cpu_launch_trains_and_checkpoints(tmp_path):
+  config = tmp_path / "tiny.py"
+  config.write_text(TINY_TRAIN_CONFIG)
+  workdir = tmp_path / "run"
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device per process
+  env["JAX_DEFAULT_PRNG_IMPL"] = "rbg"  # as conftest: compiles faster
+  result = subprocess.run(
+      [sys.executable, "launch/local.py", "--num-processes=2", "--", sys.executable, "-m",
+       "ponder_jax.cli", f"--config={config}", f"--workdir={workdir}"],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+  logs = {i: (workdir / "logs" / f"process-{i}.log").read_text() for i in range(2)}
+  assert result.returncode == 0, logs[0][-3000:] + logs[1][-3000:]
+  assert "no GPU found; running 2 process(es) on the CPU" in result.stderr
+  for i in range(2):
+    assert f"Joined the job as process {i} of 2 (1 local / 2 global devices)" in logs[i]
+  rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  train = [r for r in rows if "loss" in r]
+  assert [r["step"] for r in train] == [1, 2, 3]  # written once, by process 0
+  assert all(0 < r["loss"] < 10 for r in train)
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["3"]

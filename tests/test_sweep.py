@@ -1,0 +1,223 @@
+"""Tests for ponder_jax/sweep.py: the combinators, run names, the pre-flight checks (unknown keys,
+ml-collections type rules, config validation) and a real sweep of four tiny training runs."""
+
+import csv
+import json
+import os
+import shlex
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from ponder_jax import sweep
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# A tiny byte-vocabulary model: a few seconds per run on the CPU.
+TINY_CONFIG = textwrap.dedent("""\
+    from ponder_jax import sweep
+    from ponder_jax.experiment import default_config
+
+    def get_config():
+      c = default_config()
+      c.model.update(dict(vocab_size=576, d_model=32, n_layers=1, n_heads=2, max_len=64))
+      c.data.vocab = "byte"
+      c.data.seq_len = 32
+      c.train.update(dict(steps=3, global_batch_size=4, log_every=1, eval_batches=1))
+      c.optim.warmup_steps = 1
+      c.checkpoint.update(dict(every=0, async_save=False))
+      c.metrics.update(dict(tensorboard=False, progress_bar=False, plot=False))
+      return c
+
+    def get_sweep():
+      return {sweep}
+    """)
+
+
+def _config_file(tmp_path, sweep_expr: str) -> str:
+  path = tmp_path / "tiny_sweep.py"
+  path.write_text(TINY_CONFIG.format(sweep=sweep_expr))
+  return str(path)
+
+
+def _run_sweep(args, timeout=300):
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env.update(JAX_PLATFORMS="cpu", JAX_DEFAULT_PRNG_IMPL="rbg")  # rbg: as conftest, faster
+  return subprocess.run([sys.executable, "-m", "ponder_jax.sweep", *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=timeout, check=False)
+
+
+# Combinators and names ----------------------------------------------------------------------
+def test_product_zip_chain():
+  steps = sweep.values("ponder.steps", [0, 1, 3])
+  pause = sweep.values("data.pause.ratio", [0.0, 0.1])
+  grid = sweep.product(steps, pause)
+  assert len(grid) == 6
+  assert grid[0] == {"ponder.steps": 0, "data.pause.ratio": 0.0}
+  assert grid[1] == {"ponder.steps": 0, "data.pause.ratio": 0.1}  # the last varies fastest
+  paired = sweep.zip(sweep.values("optim.lr", [1e-3, 3e-4]), sweep.values("train.seed", [1, 2]))
+  assert paired == [{"optim.lr": 1e-3, "train.seed": 1}, {"optim.lr": 3e-4, "train.seed": 2}]
+  assert sweep.chain(steps, {"ponder.steps": 7}) == steps + [{"ponder.steps": 7}]
+  assert sweep.product() == [{}]
+
+
+def test_combinator_errors():
+  with pytest.raises(sweep.SweepError, match="'ponder.steps' is set by two combined sweeps"):
+    sweep.product(sweep.values("ponder.steps", [0]), sweep.values("ponder.steps", [1]))
+  with pytest.raises(sweep.SweepError, match=r"equal length, got lengths \[2, 1\]"):
+    sweep.zip(sweep.values("a", [1, 2]), sweep.values("b", [1]))
+  with pytest.raises(sweep.SweepError, match="at least one value"):
+    sweep.values("a", [])
+
+
+def test_run_names_are_stable_and_filesystem_safe():
+  runs = sweep.product(sweep.values("ponder.steps", [0, 3]),
+                       sweep.values("data.pause.ratio", [0.0, 0.1]))
+  names = sweep.run_names(runs)
+  assert names[:2] == ["ratio=0.0_steps=0", "ratio=0.1_steps=0"]
+  assert sweep.run_names(list(reversed(runs))) == list(reversed(names))  # from overrides alone
+  assert sweep.run_names([{"a.b": 1, "c.d": 2}]) == sweep.run_names([{"c.d": 2, "a.b": 1}])
+  # Keys sharing a leaf keep enough of their path to stay apart.
+  assert sweep.run_names([{"data.pause.ratio": 0.1, "x.ratio": 2}]) == [
+      "pause.ratio=0.1_x.ratio=2"]
+  nasty = sweep.run_names([{"data.vocab": "hf:/models/gpt2 'x';$(rm)"}, {}])
+  assert nasty[1] == "base"
+  assert all(ch.isalnum() or ch in "._=+-~" for ch in nasty[0])
+  # Different values that slug alike get a digest; identical overrides are an error.
+  twins = sweep.run_names([{"data.vocab": "a/b"}, {"data.vocab": "a-b"}])
+  assert twins[0] != twins[1]
+  with pytest.raises(sweep.SweepError, match="same overrides twice"):
+    sweep.run_names([{"a": 1}, {"a": 1}])
+  long = sweep.run_names([{"a": "x" * 300}])[0]
+  assert len(long) <= 120 and "~" in long
+
+
+def test_plan_builds_the_train_command_and_refuses_double_keys(tmp_path):
+  run, = sweep.plan("configs/demo.py", str(tmp_path), [{"ponder.steps": 3, "model.dtype":
+                                                        "bfloat16"}], {"train.steps": 10})
+  assert run.name == "dtype=bfloat16_steps=3"
+  assert run.command() == ["ponder-train", "--config=configs/demo.py",
+                           f"--workdir={tmp_path}/dtype=bfloat16_steps=3",
+                           "--config.train.steps=10", "--config.ponder.steps=3",
+                           "--config.model.dtype=bfloat16"]
+  gcs, = sweep.plan("c.py", "gs://bucket/sweep", [{"a": True}])
+  assert gcs.workdir == "gs://bucket/sweep/a=true"
+  with pytest.raises(sweep.SweepError, match="'train.steps' is set both"):
+    sweep.plan("c.py", "w", [{"train.steps": 5}], {"train.steps": 10})
+
+
+# Pre-flight checks ----------------------------------------------------------------------------
+@pytest.mark.parametrize("overrides,message", [
+    ({"ponder.stepz": 1}, "unknown config key 'ponder.stepz' ('ponder.stepz' does not exist); "
+                          "did you mean ponder.steps"),
+    ({"nosuch.section.key": 1}, "unknown config key 'nosuch.section.key' ('nosuch' does not"),
+    ({"ponder.steps.deeper": 1}, "unknown config key 'ponder.steps.deeper'"),
+    ({"ponder.steps": 0.5}, "config key 'ponder.steps' cannot take 0.5"),
+    ({"data.pause.in_eval": "yes"}, "config key 'data.pause.in_eval' cannot take 'yes'"),
+    ({"ponder.steps": -1}, "config key 'ponder.steps' = -1"),  # Experiment validation
+])
+def test_check_rejects_bad_overrides_naming_run_and_key(tmp_path, overrides, message):
+  config = _config_file(tmp_path, "[]")
+  run_plan = sweep.plan(config, str(tmp_path / "w"), [{"train.seed": 1}, overrides])
+  with pytest.raises(sweep.SweepError) as e:
+    sweep.check(config, run_plan)
+  assert message in str(e.value)
+  assert f"run '{run_plan[1].name}'" in str(e.value)
+
+
+def test_check_accepts_valid_runs_with_int_for_float(tmp_path):
+  config = _config_file(tmp_path, "[]")
+  runs = [{"data.pause.ratio": 0, "ponder.steps": 1}, {"optim.lr": 3e-3, "model.dtype":
+                                                      "bfloat16"}]
+  sweep.check(config, sweep.plan(config, str(tmp_path / "w"), runs), {"train.steps": 2})
+
+
+def test_load_sweep_errors(tmp_path):
+  no_sweep = tmp_path / "plain.py"
+  no_sweep.write_text("def get_config():\n  return None\n")
+  with pytest.raises(sweep.SweepError, match="defines no get_sweep"):
+    sweep.load_sweep(str(no_sweep))
+  with pytest.raises(sweep.SweepError, match="values must be bool, int, float, str"):
+    sweep.load_sweep(_config_file(tmp_path, "[{'a.b': [1, 2]}]"))
+  with pytest.raises(sweep.SweepError, match="does not exist"):
+    sweep.load_sweep(str(tmp_path / "missing.py"))
+
+
+def test_emit_prints_launcher_lines():
+  run_plan = sweep.plan("configs/demo.py", "gs://b/s", [{"ponder.steps": s} for s in (0, 1)])
+  lines = sweep.emit(run_plan, "tpu", "--name=pod --zone=us-central2-b --accelerator=v4-32")
+  assert len(lines) == 2
+  argv = shlex.split(lines[1])
+  assert argv[:7] == ["python", "launch/tpu.py", "run", "--name=pod", "--zone=us-central2-b",
+                      "--accelerator=v4-32", "--"]
+  assert argv[7:] == ["ponder-train", "--config=configs/demo.py", "--workdir=gs://b/s/steps=1",
+                      "--config.ponder.steps=1"]
+  assert shlex.split(sweep.emit(run_plan, "local")[0])[:3] == ["python", "launch/local.py", "--"]
+
+
+# The console script ---------------------------------------------------------------------------
+def test_unknown_key_fails_before_any_run_starts(tmp_path):
+  config = _config_file(tmp_path, "sweep.product(sweep.values('ponder.steps', [0, 1]), "
+                        "sweep.values('ponder.nonexistent', [1]))")
+  workdir = tmp_path / "sweep"
+  result = _run_sweep([f"--config={config}", f"--workdir={workdir}"])
+  assert result.returncode == 2, result.stderr
+  assert "unknown config key 'ponder.nonexistent'" in result.stderr
+  assert not workdir.exists()  # nothing was started, not even the sweep directory
+
+
+def test_sweep_of_four_tiny_runs_summarises_all(tmp_path):
+  # Seeds do not change the compiled program: runs 2-4 reuse run 1's compilations from the
+  # sweep's shared cache (one run at a time, so that the first one fills it).
+  config = _config_file(tmp_path, "sweep.product(sweep.values('train.seed', [0, 1]), "
+                        "sweep.values('data.seed', [0, 1]))")
+  workdir = tmp_path / "sweep"
+  result = _run_sweep([f"--config={config}", f"--workdir={workdir}"])
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  names = ["data.seed=0_train.seed=0", "data.seed=1_train.seed=0", "data.seed=0_train.seed=1",
+           "data.seed=1_train.seed=1"]
+  with open(workdir / "summary.csv", encoding="utf-8") as f:
+    rows = list(csv.DictReader(f))
+  assert [r["run"] for r in rows] == names
+  for row in rows:
+    assert row["status"] == "ok"
+    assert row["step"] == "3"
+    assert 0 < float(row["train_loss"]) < 10
+    assert 0 < float(row["eval/shakespeare/loss"]) < 10
+  summary = json.loads((workdir / "summary.json").read_text())
+  assert [(r["train.seed"], r["data.seed"]) for r in summary] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+  assert (workdir / "summary.png").stat().st_size > 0
+  assert os.listdir(workdir / "jax_cache")
+  for name in names:
+    assert name in result.stdout  # the table
+    assert (workdir / name / "metrics.jsonl").exists()
+  # Other seeds, other initialisation and data: the runs really differ.
+  assert len({row["eval/shakespeare/loss"] for row in rows}) == 4
+
+
+def test_execute_runs_n_at_a_time_and_reports_failures(tmp_path):
+  """`parallel` runs overlap; a failing run is reported without stopping the others."""
+  script = ("import sys, time; time.sleep(1.5); "
+            "sys.exit(3 if any('fail' in a for a in sys.argv) else 0)")
+  runs = sweep.plan("unused.py", str(tmp_path), [{"k": v} for v in ("a", "b", "fail", "c")])
+  start = time.monotonic()
+  results = sweep.execute(runs, parallel=4, program=(sys.executable, "-c", script))
+  elapsed = time.monotonic() - start
+  assert [r.status for r in results] == ["ok", "ok", "failed (3)", "ok"]
+  assert elapsed < 4 * 1.5  # overlapped, not one after the other
+  assert all((tmp_path / r.run.name / "train.log").exists() for r in results)
+  rows = sweep.summarize(results)
+  assert [row["status"] for row in rows] == ["ok", "ok", "failed (3)", "ok"]
+  assert rows[0]["train_loss"] is None and "failed (3)" in sweep.format_table(rows)
+
+
+@pytest.mark.parametrize("name,count", [("ponder_steps", 3), ("pause", 2), ("warmup", 2),
+                                        ("thoughts", 2), ("ablations", 24)])
+def test_shipped_ablation_sweeps_pass_the_preflight_check(name, count, tmp_path):
+  config = os.path.join(ROOT, "configs", "sweeps", f"{name}.py")
+  runs = sweep.load_sweep(config)
+  assert len(runs) == count
+  sweep.check(config, sweep.plan(config, str(tmp_path), runs))
