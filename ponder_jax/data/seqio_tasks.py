@@ -44,7 +44,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from ponder_jax.config import ConfigError, _check
+from ponder_jax.config import _check
 from ponder_jax.data import math_corpus, procedural, sources
 from ponder_jax.data.vocab import Vocabulary, load_vocabulary
 

@@ -42,7 +42,7 @@ from typing import Any, ClassVar, Iterator, Mapping
 import numpy as np
 import tensorflow_datasets as tfds
 
-from ponder_jax.config import ConfigError, _check
+from ponder_jax.config import _check
 from ponder_jax.data import math_corpus, procedural, sources
 from ponder_jax.data.vocab import ByteVocabulary
 
@@ -273,13 +273,26 @@ def _read_metadata(path: str) -> dict[str, Any]:
 
 
 def built_datasets(data_dir: str | os.PathLike) -> list[str]:
-  """The '<builder>/<config>' names of the datasets prepared in `data_dir` (any builder)."""
+  """The '<builder>/<config>' (or '<builder>') names of the datasets prepared in `data_dir`.
+
+  Looks three levels deep only (builder, config, version): a shared TFDS directory holds
+  thousands of shard files below them.
+  """
+  def is_version(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, "dataset_info.json"))
+
+  def subdirs(path: str) -> list[str]:
+    return sorted(entry.name for entry in os.scandir(path) if entry.is_dir())
+
   found = []
   data_dir = os.fspath(data_dir)
-  for root, _, files in os.walk(data_dir):
-    parts = os.path.relpath(root, data_dir).split(os.sep)
-    if "dataset_info.json" in files and len(parts) in (2, 3):  # [builder, [config,] version]
-      found.append("/".join(parts[:-1]))
+  for builder in subdirs(data_dir):
+    for child in subdirs(os.path.join(data_dir, builder)):
+      path = os.path.join(data_dir, builder, child)
+      if is_version(path):
+        found.append(builder)
+      elif any(is_version(os.path.join(path, version)) for version in subdirs(path)):
+        found.append(f"{builder}/{child}")
   return sorted(set(found))
 
 
