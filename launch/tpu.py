@@ -230,6 +230,8 @@ class Runner:
       self._say(shlex.join(worker.argv))
     if self.dry_run:
       return
+    # Paths in the commands are relative to the repository root, whatever the caller's cwd.
+    group = [dataclasses.replace(w, log=os.path.join(ROOT, w.log)) for w in group]
     codes = workers.run_all(group, cwd=ROOT)
     bad = {k: v for k, v in codes.items() if v != 0}
     if bad:

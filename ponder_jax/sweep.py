@@ -253,7 +253,7 @@ def _all_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
 
 
 def _check_key(config: ml_collections.ConfigDict, key: str, value: Any, where: str) -> None:
-  """Assigns `value` at `key` of (an unlocked copy of) config the way ml-collections does."""
+  """Assigns `value` at `key` of (a fresh copy of) the config the way ml-collections does."""
   node, parts = config, key.split(".")
   for i, part in enumerate(parts):
     if not isinstance(node, ml_collections.ConfigDict) or part not in node:
@@ -299,7 +299,7 @@ def check(config: str, run_plan: Sequence[Run], base: Mapping[str, Any] | None =
       got = parsed
       for part in key.split("."):
         got = got[part]
-      if got != value and not (isinstance(got, float) and got == float(value)):
+      if got != value:  # e.g. a string the command line would read as something else
         raise SweepError(f"{where}: config key '{key}' = {value!r} reads back as {got!r} from "
                          f"--config.{key}={flag_value(value)}")
     try:

@@ -196,3 +196,55 @@ def test_local_two_process_cpu_launch_trains_and_checkpoints(tmp_path):
   assert [r["step"] for r in train] == [1, 2, 3]  # written once, by process 0
   assert all(0 < r["loss"] < 10 for r in train)
   assert sorted(os.listdir(workdir / "checkpoints")) == ["3"]
+
+
+def _fake_pod(tmp_path, monkeypatch, hosts: int, fail_worker: int = -1):
+  """A `gcloud` on PATH whose `tpu-vm ssh --worker=i --command=C` runs `bash -c C` in host i's
+  home, where ponder-jax/.venv holds a `ponder-train` that reports which host ran it."""
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  gcloud = bin_dir / "gcloud"
+  gcloud.write_text(textwrap.dedent(f"""\
+      #!{sys.executable}
+      import os, subprocess, sys
+      args = sys.argv[1:]
+      assert args[:4] == ["compute", "tpus", "tpu-vm", "ssh"], args
+      worker = [a for a in args if a.startswith("--worker=")][0].split("=", 1)[1]
+      command = [a for a in args if a.startswith("--command=")][0].split("=", 1)[1]
+      home = os.path.join({str(tmp_path)!r}, "hosts", worker)
+      env = dict(os.environ, HOME=home, FAKE_WORKER=worker)
+      sys.exit(subprocess.run(["bash", "-c", command], cwd=home, env=env).returncode)
+      """))
+  gcloud.chmod(0o755)
+  for w in range(hosts):
+    venv = tmp_path / "hosts" / str(w) / "ponder-jax" / ".venv" / "bin"
+    venv.mkdir(parents=True)
+    (venv / "activate").write_text('PATH="$PWD/.venv/bin:$PATH"\n')
+    program = venv / "ponder-train"
+    program.write_text(textwrap.dedent(f"""\
+        #!{sys.executable}
+        import os, sys
+        print("hello from host", os.environ["FAKE_WORKER"], sys.argv[1:], flush=True)
+        sys.exit(5 if os.environ["FAKE_WORKER"] == "{fail_worker}" else 0)
+        """))
+    program.chmod(0o755)
+  monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+
+def test_tpu_run_writes_one_log_per_host(tmp_path, monkeypatch, capsys):
+  _fake_pod(tmp_path, monkeypatch, hosts=4)
+  log_dir = tmp_path / "logs"
+  tpu.main(["run", "--name=p", "--zone=z", "--accelerator=v4-32", f"--log-dir={log_dir}", "--",
+            "ponder-train", "--config=configs/demo.py"])
+  for w in range(4):
+    log = (log_dir / "run" / f"slice-0-worker-{w}.log").read_text()
+    assert f"hello from host {w} ['--config=configs/demo.py']" in log
+  assert "hello from host 0" in capsys.readouterr().out  # host 0 is echoed
+
+
+def test_tpu_run_names_the_failing_host(tmp_path, monkeypatch):
+  _fake_pod(tmp_path, monkeypatch, hosts=4, fail_worker=2)
+  with pytest.raises(SystemExit) as e:
+    tpu.main(["run", "--name=p", "--zone=z", "--accelerator=v4-32",
+              f"--log-dir={tmp_path / 'logs'}", "--", "ponder-train"])
+  assert "run on every host failed on slice 0 worker 2" in str(e.value.code)
