@@ -33,9 +33,14 @@ def _train(argv) -> None:
   config = _CONFIG.value
   try:
     model_cfg = vocab = params = None
-    if config.init.from_hf:
-      from ponder_jax.convert import hf  # pylint: disable=import-outside-toplevel
-      model_cfg, params, vocab = hf.load_pretrained(config.init.from_hf)
+    if config.init.from_hf:  # placed straight onto the mesh, one tensor at a time
+      from ponder_jax import sharding  # pylint: disable=import-outside-toplevel
+      from ponder_jax.convert import load_pretrained  # pylint: disable=import-outside-toplevel
+      mesh = sharding.make_mesh(config.mesh.ici, config.mesh.dcn)
+      procedural = any(s.kind == "procedural" for s in config.data.sources.values())
+      model_cfg, params, vocab = load_pretrained(
+          config.init.from_hf, mesh=mesh, rules=config.mesh.rules,
+          num_procedural=256 if procedural else 0)
     exp = Experiment.from_config(config, model=model_cfg, vocab=vocab)
   except ConfigError as e:
     logging.error("Invalid config: %s", e)

@@ -90,7 +90,11 @@ class Experiment:
     return cls(config, model, ponder, vocab, total)
 
   def to_json(self) -> str:
-    return json.dumps(self.config.to_dict(), indent=2, sort_keys=True, default=str)
+    """The config as run: the model section is the resolved one (e.g. from a HF import)."""
+    resolved = self.config.to_dict()
+    resolved["model"] = dataclasses.asdict(self.model)
+    resolved["ponder"] = dataclasses.asdict(self.ponder)
+    return json.dumps(resolved, indent=2, sort_keys=True, default=str)
 
 
 def _positive(section: Any, prefix: str, keys: tuple[str, ...], allow_zero=()) -> None:

@@ -13,7 +13,7 @@ import json
 import os
 from typing import Any
 
-import grain.python as grain
+import grain
 import orbax.checkpoint as ocp
 from absl import logging
 

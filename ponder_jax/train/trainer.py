@@ -14,7 +14,6 @@ exits cleanly; a non-finite loss or gradient stops the run before anything is sa
 from __future__ import annotations
 
 import contextlib
-import functools
 import signal
 import time
 from typing import Any
@@ -51,10 +50,10 @@ class NonFiniteError(RuntimeError):
 class Trainer:
   """Builds everything from an Experiment; `run()` trains to the end (or to a preemption)."""
 
-  def __init__(self, exp: Experiment, workdir: str, *, init_params=None):
+  def __init__(self, exp: Experiment, workdir: str, *, init_params=None, devices=None):
     self.exp, self.workdir = exp, workdir
     c = exp.config
-    self.mesh = sharding.make_mesh(c.mesh.ici, c.mesh.dcn)
+    self.mesh = sharding.make_mesh(c.mesh.ici, c.mesh.dcn, devices=devices)
     self.rules = sharding.logical_rules(c.mesh.rules)
     self.model = Transformer(exp.model, ponder_passes=(
         exp.ponder.max_passes if exp.ponder.depth_scaled_init else 1))
@@ -65,8 +64,7 @@ class Trainer:
     self._init_params = init_params  # e.g. imported from Hugging Face
     self._preempted = False
     self._eval_fn = jax.jit(self.eval_step)
-    with self._context():
-      self.abstract_state, self.state_sharding = self._abstract_state()
+    self.abstract_state, self.state_sharding = self._abstract_state()
     self.batch_sharding = sharding.batch_sharding(self.mesh)
 
   @contextlib.contextmanager
@@ -159,8 +157,8 @@ class Trainer:
         "loss": sums["loss"] / total_tokens,
         "accuracy": sums["correct"] / total_tokens,
         "tokens": sums["tokens"],
-        "grad_norm": optax.global_norm(grads),
-        "param_norm": optax.global_norm(params),
+        "grad_norm": optax.tree.norm(grads),
+        "param_norm": optax.tree.norm(params),
         "lr": self.schedule(state.step),
         "ponder_steps": jnp.asarray(steps, jnp.int32),
     }
@@ -192,7 +190,7 @@ class Trainer:
       xla_flops = float(cost.get("flops", 0.0)) * jax.device_count()
     except Exception:  # pylint: disable=broad-except  # cost analysis is best effort
       xla_flops = 0.0
-    return functools.partial(compiled, rng=rng), seconds, xla_flops
+    return (lambda state, batch: compiled(state, batch, rng)), seconds, xla_flops
 
   # The loop --------------------------------------------------------------------------------
   def run(self) -> TrainState:
@@ -226,10 +224,10 @@ class Trainer:
       signal.signal(signal.SIGTERM, previous_handler)
       ckpt.close()
       writer.close()
-    if jax.process_index() == 0 and c.metrics.plot:
+    if jax.process_index() == 0:
       rows = metrics_lib.read_metrics(self.workdir)
-      plot = metrics_lib.plot_losses(self.workdir, rows)
       print(metrics_lib.results_table(rows))
+      plot = metrics_lib.plot_losses(self.workdir, rows) if c.metrics.plot else None
       if plot:
         print(f"loss plot: {plot}")
     return state
@@ -254,7 +252,7 @@ class Trainer:
     flops_per_token = accounting.training_flops_per_token(
         exp.model, self.seq_len, exp.ponder.steps if not exp.ponder.steps_max else
         (exp.ponder.steps + exp.ponder.steps_max) / 2)
-    peak = accounting.peak_flops_per_device() * jax.device_count()
+    peak = (accounting.peak_flops_per_device() or 0.0) * jax.device_count()
     eval_iters = None
 
     t = time.time()
@@ -322,9 +320,10 @@ class Trainer:
     scalars = {k: float(v) for k, v in m.items() if np.ndim(v) == 0}
     scalars.update(
         step_seconds=step_seconds, tokens_per_sec=tokens_per_sec,
-        mfu=flops_per_token * tokens_per_sec / peak,
         data_wait_seconds=data_wait, save_seconds=save_seconds)
-    if xla_flops:
+    if peak:
+      scalars["mfu"] = flops_per_token * tokens_per_sec / peak
+    if xla_flops and peak:
       scalars["mfu_xla"] = xla_flops / max(step_seconds, 1e-9) / peak
     if "source_tokens" in m:
       for name, total, count in zip(self.source_names, m["source_loss"], m["source_tokens"]):
@@ -333,7 +332,7 @@ class Trainer:
     writer.write(step, scalars)
     writer.progress(step, scalars["loss"], tokens_per_sec)
     metrics_lib.log_line(step, {k: scalars[k] for k in ("loss", "accuracy", "grad_norm", "lr",
-                                                        "tokens_per_sec", "mfu")})
+                                                        "tokens_per_sec", "mfu") if k in scalars})
 
   def _evaluate(self, params, eval_iters, writer, step) -> None:
     scalars = {}
