@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 import os
 import sys
-import time
 from typing import Any
 
 from absl import app, flags
@@ -67,31 +66,19 @@ def sharding_table(abstract_params) -> list[tuple[str, tuple, str, str, tuple, i
 def check(config, devices: int) -> dict[str, Any]:
   """Compiles the train step of `config` on the current (simulated) devices; returns a report."""
   # pylint: disable=import-outside-toplevel
-  import flax.linen as nn
   import jax
   from ponder_jax.data import pipeline
   from ponder_jax.experiment import Experiment
-  from ponder_jax.train.trainer import Trainer
+  from ponder_jax.train.trainer import Trainer, compiled_flops
   exp = Experiment.from_config(config)
   trainer = Trainer(exp, workdir="")  # the workdir is only touched by run()
   c = exp.config
   empty = pipeline.empty_batch(c.train.global_batch_size, c.data.seq_len, exp.vocab.pad_id)
   batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=trainer.batch_sharding)
            for k, v in empty.items()}
-  # The same jit as Trainer.compile_train_step (shardings, donation, mesh and rules in scope),
-  # which hands back only a callable; the memory analysis needs the Compiled object itself.
-  jitted = jax.jit(trainer.train_step,
-                   in_shardings=(trainer.state_sharding, trainer.batch_sharding, None),
-                   out_shardings=(trainer.state_sharding, None), donate_argnums=0)
-  start = time.time()
-  with jax.set_mesh(trainer.mesh), nn.logical_axis_rules(trainer.rules):
-    compiled = jitted.lower(trainer.abstract_state, batch,
-                            jax.random.key(c.train.seed)).compile()
-  seconds = time.time() - start
+  compiled, seconds = trainer.compile_train_step(trainer.abstract_state, batch)
   memory = compiled.memory_analysis()
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  flops = float((cost or {}).get("flops", 0.0)) * jax.device_count()
+  flops = compiled_flops(compiled)
   params = sharding_table(trainer.abstract_state.params)
   opt_leaves = jax.tree.leaves(trainer.abstract_state.opt_state)
   opt_bytes = sum(math.prod(l.sharding.shard_shape(l.shape)) * l.dtype.itemsize

@@ -20,13 +20,20 @@ _COORDINATOR = flags.DEFINE_string(
     "host:port of process 0 for multi-process runs (auto-detected on TPU pods and Slurm).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in a multi-process run.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+_INIT_TIMEOUT = flags.DEFINE_float(
+    "init_timeout", 300.0, "Seconds to wait for every process of a multi-process job to arrive.")
 
 
 def _train(argv) -> None:
   del argv
   from ponder_jax import distributed, xla_flags  # pylint: disable=import-outside-toplevel
   xla_flags.apply()  # before the backend initialises
-  distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  try:
+    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                           timeout_s=_INIT_TIMEOUT.value)
+  except distributed.DistributedInitError as e:
+    print(f"ponder-train: {e}", file=sys.stderr)
+    sys.exit(3)
   from ponder_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
   from ponder_jax.experiment import Experiment  # pylint: disable=import-outside-toplevel
   from ponder_jax.train.trainer import Trainer  # pylint: disable=import-outside-toplevel

@@ -1,11 +1,17 @@
 """Test setup: 8 simulated CPU devices for the sharding tests, set before jax is imported."""
 
 import os
+import tempfile
 
 _flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in _flags:
   os.environ["XLA_FLAGS"] = f"{_flags} --xla_force_host_platform_device_count=8".strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# XLA:CPU compiles dominate the suite's time and many tests (and the trainer subprocesses they
+# start, which inherit these variables) compile identical programs: share a persistent cache.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      os.path.join(tempfile.gettempdir(), "ponder_jax_test_xla_cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 import jax  # noqa: E402  (after XLA_FLAGS)
 

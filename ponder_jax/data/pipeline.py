@@ -490,6 +490,29 @@ class TrainIterator(grain.DatasetIterator):
     self._inner = self._open_phase()
     self._inner.set_state(state["inner"])
 
+  def set_state_from_hosts(self, states: Sequence[Mapping[str, Any]]) -> None:
+    """Continues a stream that `len(states)` hosts were reading (states in process order).
+
+    For a resume on a different process count: each source restarts at the first global item
+    no old host had reached yet (items g of host h were g = h, h + P, ...), split over this
+    run's hosts; the step and phase carry over. A few documents per source that some old host
+    had read beyond that point are read again, and documents left in old packing buffers are
+    dropped; nothing else repeats or is skipped.
+    """
+    old_count = len(states)
+    step, phase = int(states[0]["step"]), int(states[0]["phase"])
+    if any(int(s["step"]) != step or int(s["phase"]) != phase for s in states):
+      raise ValueError(f"the hosts' data states disagree on step/phase: "
+                       f"{[(s['step'], s['phase']) for s in states]}")
+    names = {name for s in states for name in s["next_item"]}
+    resume_at = {name: min(h + old_count * int(s["next_item"].get(name, 0))
+                           for h, s in enumerate(states)) for name in names}
+    self.close()
+    self._step, self._phase, self._phase_start = step, phase, {}
+    self._next_item = {name: max(-(-(g - self._process_index) // self._process_count), 0)
+                       for name, g in resume_at.items()}
+    self._inner = self._open_phase()
+
   def start_prefetch(self) -> None:
     if self._inner is not None:
       self._inner.start_prefetch()

@@ -9,11 +9,14 @@ cannot be read (truncated, corrupted) is reported by path and the previous one i
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import re
 from typing import Any
 
 import grain
+import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
@@ -49,19 +52,36 @@ class Checkpointer:
     ), force=True)
 
   def restore_latest(self, abstract_state: Any, data_iterator) -> tuple[int, Any] | None:
-    """(step, state) of the newest readable checkpoint, also restoring the iterator in place."""
-    for step in sorted(self.manager.all_steps(), reverse=True):
+    """(step, state) of the newest readable checkpoint, also restoring the iterator in place.
+
+    A checkpoint written by a different number of processes restores the state and continues
+    the data stream with `set_state_from_hosts` (see data/pipeline.py). Raises when checkpoints
+    exist but none can be read, rather than silently starting over next to them.
+    """
+    steps = sorted(self.manager.all_steps(), reverse=True)
+    for step in steps:
+      path = os.path.join(self.directory, str(step))
       try:
-        restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state),
-            data=grain.checkpoint.CheckpointRestore(data_iterator),
-        ))
+        host_states = _foreign_data_states(os.path.join(path, "data"))
+        if host_states is None:
+          restored = self.manager.restore(step, args=ocp.args.Composite(
+              state=ocp.args.StandardRestore(abstract_state),
+              data=grain.checkpoint.CheckpointRestore(data_iterator)))
+        else:
+          restored = self.manager.restore(step, args=ocp.args.Composite(
+              state=ocp.args.StandardRestore(abstract_state)))
+          data_iterator.set_state_from_hosts(host_states)
+          logging.warning("Checkpoint %s was written by %d processes, this run has %d: the data "
+                          "stream continues from the hosts' joint position.", path,
+                          len(host_states), jax.process_count())
       except Exception as e:  # pylint: disable=broad-except
-        path = os.path.join(self.directory, str(step))
         logging.error("Checkpoint %s cannot be restored (%s: %s); trying the previous one.",
                       path, type(e).__name__, e)
         continue
       return step, restored["state"]
+    if steps:
+      raise RuntimeError(f"none of the checkpoints {steps} under {self.directory} can be "
+                         "restored (see the errors above); move them away to start afresh")
     return None
 
   def wait(self) -> None:
@@ -70,6 +90,20 @@ class Checkpointer:
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+def _foreign_data_states(data_dir: str) -> list[dict] | None:
+  """The per-process iterator states of a checkpoint written by another process count."""
+  files = glob.glob(os.path.join(data_dir, "process_*-of-*.json"))
+  counts = {int(re.search(r"-of-(\d+)\.json$", f).group(1)) for f in files}
+  if not files or counts == {jax.process_count()}:
+    return None
+  (count,) = counts
+  states = []
+  for index in range(count):
+    with open(os.path.join(data_dir, f"process_{index}-of-{count}.json"), encoding="utf-8") as f:
+      states.append(json.load(f))
+  return states
 
 
 def resolve_checkpoint_dir(path: str) -> str:

@@ -14,6 +14,7 @@ exits cleanly; a non-finite loss or gradient stops the run before anything is sa
 from __future__ import annotations
 
 import contextlib
+import functools
 import signal
 import time
 from typing import Any
@@ -174,23 +175,19 @@ class Trainer:
     steps = self.exp.ponder.steps_max or self.exp.ponder.steps
     return self._forward_sums(params, batch, steps)
 
-  def compile_train_step(self, state: TrainState, batch):
-    """AOT-compiles the step; returns (compiled, seconds, XLA's FLOP estimate per step)."""
-    rng = jax.random.key(self.exp.config.train.seed)
+  def compile_train_step(self, state: TrainState, batch) -> tuple[jax.stages.Compiled, float]:
+    """AOT-compiles the step for `state`/`batch` (arrays or sharded ShapeDtypeStructs).
+
+    Returns (compiled, seconds); call it as compiled(state, batch, rng).
+    """
     jitted = jax.jit(self.train_step,
                      in_shardings=(self.state_sharding, self.batch_sharding, None),
                      out_shardings=(self.state_sharding, None), donate_argnums=0)
+    rng = jax.random.key(self.exp.config.train.seed)
     start = time.time()
     with self._context():
       compiled = jitted.lower(state, batch, rng).compile()
-    seconds = time.time() - start
-    try:
-      cost = compiled.cost_analysis()
-      cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-      xla_flops = float(cost.get("flops", 0.0)) * jax.device_count()
-    except Exception:  # pylint: disable=broad-except  # cost analysis is best effort
-      xla_flops = 0.0
-    return (lambda state, batch: compiled(state, batch, rng)), seconds, xla_flops
+    return compiled, time.time() - start
 
   # The loop --------------------------------------------------------------------------------
   def run(self) -> TrainState:
@@ -248,55 +245,53 @@ class Trainer:
 
   def _loop(self, state, start_step, data_iter, ckpt, writer) -> TrainState:
     c, exp = self.exp.config, self.exp
-    tokens_per_step = c.train.global_batch_size * self.seq_len
-    flops_per_token = accounting.training_flops_per_token(
-        exp.model, self.seq_len, exp.ponder.steps if not exp.ponder.steps_max else
-        (exp.ponder.steps + exp.ponder.steps_max) / 2)
-    peak = (accounting.peak_flops_per_device() or 0.0) * jax.device_count()
-    eval_iters = None
-
     t = time.time()
     batch = self._next_batch(data_iter)
     data_wait = time.time() - t
-    step_fn, compile_s, xla_flops = self.compile_train_step(state, batch)
-    logging.info("Compiled the train step in %.1f s (XLA estimate %.3g FLOP/step)", compile_s,
-                 xla_flops)
+    compiled, compile_s = self.compile_train_step(state, batch)
+    rng = jax.random.key(c.train.seed)
+    step_fn = lambda state, batch: compiled(state, batch, rng)
+    logging.info("Compiled the train step in %.1f s", compile_s)
     writer.write(start_step, {"compile_seconds": compile_s})
-    pending = None
-    save_seconds = 0.0
-    last_time = time.time()
+    clock = _StepClock(self, writer, compiled_flops(compiled))
+    eval_iters = None
+    pending = None  # the report of the previous step, made once the next one is dispatched
     for step in range(start_step, exp.total_steps):
       state, step_metrics = step_fn(state, batch)
       done = step + 1
       if pending is not None:
-        self._report(writer, *pending, tokens_per_step, flops_per_token, peak, xla_flops)
-      t = time.time()
-      if done < exp.total_steps:
-        batch = self._next_batch(data_iter)
-      data_wait = time.time() - t
-      now = time.time()
-      pending = (done, step_metrics, now - last_time, data_wait, save_seconds)
-      last_time, save_seconds = now, 0.0
-
+        pending()
       at_end = done == exp.total_steps
-      if (c.train.eval_every and done % c.train.eval_every == 0) or at_end:
+      evaluate = (c.train.eval_every and done % c.train.eval_every == 0) or at_end
+      stop = self._should_stop()
+      save = (c.checkpoint.every and done % c.checkpoint.every == 0) or at_end or stop
+      pending = functools.partial(clock.report, done, step_metrics, data_wait)
+      if evaluate or save:  # report now: the step's own time, and no row lost to a crash
+        pending()
+        pending = None
+      if evaluate:
+        t = time.time()
         if eval_iters is None:
           eval_iters = pipeline.make_eval_iterators(
               c.data, exp.vocab, global_batch_size=c.train.global_batch_size,
               process_index=jax.process_index(), process_count=jax.process_count(),
               num_batches=c.train.eval_batches)
         self._evaluate(state.params, eval_iters, writer, done)
-      stop = self._should_stop()
-      if (c.checkpoint.every and done % c.checkpoint.every == 0) or at_end or stop:
-        self._check_finite(done, step_metrics)
+        clock.side("eval_seconds", time.time() - t)
+      if save:
+        # The iterator has yielded exactly `done` batches: the next one is fetched below.
         t = time.time()
         ckpt.save(done, state, data_iter, exp.to_json())
-        save_seconds = time.time() - t
+        clock.side("save_seconds", time.time() - t)
       if stop:
         logging.warning("Stopped by SIGTERM after step %d; checkpoint saved.", done)
         break
+      if not at_end:
+        t = time.time()
+        batch = self._next_batch(data_iter)
+        data_wait = time.time() - t
     if pending is not None:
-      self._report(writer, *pending, tokens_per_step, flops_per_token, peak, xla_flops)
+      pending()
     return state
 
   def _check_finite(self, step, step_metrics) -> None:
@@ -306,33 +301,6 @@ class Trainer:
           f"non-finite training metrics at step {step}: {values}; stopping without saving "
           f"(the last good checkpoint is kept). Lower optim.lr, enable optim.clip_norm or "
           f"train.z_loss, or inspect the batch at this step.")
-
-  def _report(self, writer, step, step_metrics, step_seconds, data_wait, save_seconds,
-              tokens_per_step, flops_per_token, peak, xla_flops) -> None:
-    m = jax.device_get(step_metrics)
-    if not all(np.isfinite(m[k]) for k in ("loss", "grad_norm", "param_norm")):
-      self._check_finite(step, step_metrics)
-    c = self.exp.config
-    if step % c.train.log_every and step != self.exp.total_steps:
-      writer.progress(step, float(m["loss"]), tokens_per_step / max(step_seconds, 1e-9))
-      return
-    tokens_per_sec = tokens_per_step / max(step_seconds, 1e-9)
-    scalars = {k: float(v) for k, v in m.items() if np.ndim(v) == 0}
-    scalars.update(
-        step_seconds=step_seconds, tokens_per_sec=tokens_per_sec,
-        data_wait_seconds=data_wait, save_seconds=save_seconds)
-    if peak:
-      scalars["mfu"] = flops_per_token * tokens_per_sec / peak
-    if xla_flops and peak:
-      scalars["mfu_xla"] = xla_flops / max(step_seconds, 1e-9) / peak
-    if "source_tokens" in m:
-      for name, total, count in zip(self.source_names, m["source_loss"], m["source_tokens"]):
-        if count:
-          scalars[f"source/{name}/loss"] = float(total / count)
-    writer.write(step, scalars)
-    writer.progress(step, scalars["loss"], tokens_per_sec)
-    metrics_lib.log_line(step, {k: scalars[k] for k in ("loss", "accuracy", "grad_norm", "lr",
-                                                        "tokens_per_sec", "mfu") if k in scalars})
 
   def _evaluate(self, params, eval_iters, writer, step) -> None:
     scalars = {}
@@ -351,3 +319,66 @@ class Trainer:
         scalars[f"eval/{name}/accuracy"] = float(totals["correct"]) / count
     writer.write(step, scalars)
     logging.info("eval @%d: %s", step, ", ".join(f"{k}={v:.4f}" for k, v in scalars.items()))
+
+
+def compiled_flops(compiled: jax.stages.Compiled) -> float:
+  """XLA's FLOP estimate for one call, summed over devices (0 when unavailable)."""
+  try:
+    cost = compiled.cost_analysis()
+  except Exception:  # pylint: disable=broad-except  # not every backend implements it
+    return 0.0
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float((cost or {}).get("flops", 0.0)) * jax.device_count()
+
+
+class _StepClock:
+  """Turns a step's device metrics into a logged row: throughput, MFU, time spent elsewhere.
+
+  A step's time is the interval between consecutive metric fetches (in steady state the loop
+  runs at the device's pace), minus the eval and save time spent in between, which are reported
+  on the next row as eval_seconds / save_seconds.
+  """
+
+  def __init__(self, trainer: Trainer, writer, xla_flops_per_step: float):
+    exp = trainer.exp
+    self.trainer, self.writer, self.xla_flops = trainer, writer, xla_flops_per_step
+    self.tokens_per_step = exp.config.train.global_batch_size * trainer.seq_len
+    mean_steps = (exp.ponder.steps if not exp.ponder.steps_max
+                  else (exp.ponder.steps + exp.ponder.steps_max) / 2)
+    self.flops_per_token = accounting.training_flops_per_token(exp.model, trainer.seq_len,
+                                                               mean_steps)
+    self.peak = (accounting.peak_flops_per_device() or 0.0) * jax.device_count()
+    self.last = time.time()
+    self.extra: dict[str, float] = {}
+
+  def side(self, name: str, seconds: float) -> None:
+    self.extra[name] = self.extra.get(name, 0.0) + seconds
+
+  def report(self, step: int, step_metrics, data_wait: float) -> None:
+    m = jax.device_get(step_metrics)
+    now = time.time()
+    step_seconds = max(now - self.last - sum(self.extra.values()), 1e-9)
+    self.last, extra, self.extra = now, self.extra, {}
+    if not all(np.isfinite(m[k]) for k in ("loss", "grad_norm", "param_norm")):
+      self.trainer._check_finite(step, step_metrics)  # pylint: disable=protected-access
+    c = self.trainer.exp.config
+    tokens_per_sec = self.tokens_per_step / step_seconds
+    if step % c.train.log_every and step != self.trainer.exp.total_steps:
+      self.writer.progress(step, float(m["loss"]), tokens_per_sec)
+      return
+    scalars = {k: float(v) for k, v in m.items() if np.ndim(v) == 0}
+    scalars.update(step_seconds=step_seconds, tokens_per_sec=tokens_per_sec,
+                   data_wait_seconds=data_wait, **extra)
+    if self.peak:
+      scalars["mfu"] = self.flops_per_token * tokens_per_sec / self.peak
+      if self.xla_flops:
+        scalars["mfu_xla"] = self.xla_flops / step_seconds / self.peak
+    if "source_tokens" in m:
+      for name, total, count in zip(self.trainer.source_names, m["source_loss"],
+                                    m["source_tokens"]):
+        if count:
+          scalars[f"source/{name}/loss"] = float(total / count)
+    self.writer.write(step, scalars)
+    self.writer.progress(step, scalars["loss"], tokens_per_sec)
+    metrics_lib.log_line(step, {k: scalars[k] for k in ("loss", "accuracy", "grad_norm", "lr",
+                                                        "tokens_per_sec", "mfu") if k in scalars})

@@ -1,0 +1,272 @@
+"""The trainer: sharded == single device, accumulation == one batch, exact resume after SIGKILL,
+SIGTERM saves, multi-process runs resume on one process, bad checkpoints and NaNs are handled."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ponder_jax.data import pipeline
+from ponder_jax.experiment import Experiment
+from ponder_jax.sweep import load_config
+from ponder_jax.train import checkpoint as ckpt_lib
+from ponder_jax.train import init as init_lib
+from ponder_jax.train.metrics import read_metrics
+from ponder_jax.train.trainer import NonFiniteError, Trainer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOKE = os.path.join(REPO, "configs", "smoke.py")
+
+
+def smoke(**overrides):
+  config = load_config(SMOKE)
+  for key, value in overrides.items():
+    section = config
+    *parents, leaf = key.split(".")
+    for name in parents:
+      section = section[name]
+    section[leaf] = value
+  return config
+
+
+def _first_batch(exp):
+  it = pipeline.make_train_iterator(exp.config.data, exp.vocab,
+                                    global_batch_size=exp.config.train.global_batch_size,
+                                    process_index=0, process_count=1)
+  return next(it)
+
+
+def _one_step(trainer, state, local_batch):
+  batch = pipeline.make_global_batch(local_batch, trainer.mesh)
+  compiled, _ = trainer.compile_train_step(state, batch)
+  state, metrics = compiled(state, batch, jax.random.key(0))
+  return jax.device_get(state.params), jax.device_get(metrics)
+
+
+@pytest.mark.parametrize("rules, ici", [
+    ("dp", dict(data=2, fsdp=4, tensor=1)),
+    ("fsdp", dict(data=2, fsdp=4, tensor=1)),
+    ("fsdp_tp", dict(data=2, fsdp=1, tensor=4)),
+])
+def test_sharded_step_equals_single_device(tmp_path, rules, ici):
+  exp = Experiment.from_config(smoke(**{"mesh.rules": rules, "mesh.ici": ici}))
+  local = _first_batch(exp)
+  single = Trainer(Experiment.from_config(smoke()), str(tmp_path / "a"),
+                   devices=jax.devices()[:1])
+  state = single.init_state()
+  host_state = jax.device_get(state)
+  want_params, want = _one_step(single, state, local)
+
+  sharded = Trainer(exp, str(tmp_path / "b"))
+  assert dict(sharded.mesh.shape) == {**ici}
+  state = jax.device_put(host_state, sharded.state_sharding)
+  got_params, got = _one_step(sharded, state, local)
+  np.testing.assert_allclose(got["loss"], want["loss"], rtol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5),
+               got_params, want_params)
+
+
+def test_microbatches_equal_one_batch(tmp_path):
+  exp1 = Experiment.from_config(smoke(**{"train.microbatches": 1}))
+  exp4 = Experiment.from_config(smoke(**{"train.microbatches": 4}))
+  local = _first_batch(exp1)
+  one = Trainer(exp1, str(tmp_path / "a"), devices=jax.devices()[:1])
+  four = Trainer(exp4, str(tmp_path / "b"), devices=jax.devices()[:1])
+  state = jax.device_get(one.init_state())
+  want_params, want = _one_step(one, jax.device_put(state), local)
+  got_params, got = _one_step(four, jax.device_put(state), local)
+  np.testing.assert_allclose(got["loss"], want["loss"], rtol=1e-5)
+  np.testing.assert_allclose(got["grad_norm"], want["grad_norm"], rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5),
+               got_params, want_params)
+
+
+# Subprocess runs ------------------------------------------------------------------------------
+
+RUN_FLAGS = ["--config.train.steps=40", "--config.train.log_every=1",
+             "--config.checkpoint.every=8"]
+TOTAL = pipeline.total_train_steps(load_config(SMOKE).data, 40)  # + the warm-up phase
+
+
+def _env(devices: int = 1):
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  env["JAX_PLATFORMS"] = "cpu"
+  return env
+
+
+def _train_cmd(workdir, *extra):
+  return [sys.executable, "-m", "ponder_jax.cli", f"--config={SMOKE}", f"--workdir={workdir}",
+          *RUN_FLAGS, *extra]
+
+
+def _run(workdir, *extra, devices=1):
+  proc = subprocess.run(_train_cmd(workdir, *extra), env=_env(devices), cwd=REPO,
+                        capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return proc
+
+
+def _steps(workdir):
+  directory = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(directory):
+    return []
+  return sorted(int(d) for d in os.listdir(directory)
+                if d.isdigit() and os.path.exists(os.path.join(directory, d, "commit_success.txt")))
+
+
+def _interrupt(workdir, sig):
+  """Starts a run and sends `sig` once its first checkpoint (step 8) is complete."""
+  proc = subprocess.Popen(_train_cmd(workdir), env=_env(), cwd=REPO, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 300
+  while not _steps(workdir):
+    assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
+    time.sleep(0.02)
+  proc.send_signal(sig)
+  _, err = proc.communicate(timeout=120)
+  return proc.returncode, err
+
+
+def _losses(workdir):
+  rows = {}
+  for row in read_metrics(workdir):
+    if "loss" in row:
+      rows[row["step"]] = row["loss"]  # a resumed run rewrites the steps after its checkpoint
+  return rows
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("reference"))
+  _run(workdir)
+  return workdir
+
+
+def _assert_same_run(workdir, reference):
+  assert _steps(workdir)[-1] == TOTAL
+  got = ckpt_lib.load_params(workdir)
+  want = ckpt_lib.load_params(reference)
+  jax.tree.map(np.testing.assert_array_equal, got, want)  # bitwise
+  assert _losses(workdir) == _losses(reference)  # the same data, in the same order
+
+
+def test_sigkill_then_resume_is_bitwise_identical(tmp_path, reference_run):
+  workdir = str(tmp_path)
+  code, _ = _interrupt(workdir, signal.SIGKILL)
+  assert code == -signal.SIGKILL
+  assert _steps(workdir)[-1] < TOTAL, "the run finished before it was killed"
+  proc = _run(workdir)
+  assert "Resumed from" in proc.stderr
+  _assert_same_run(workdir, reference_run)
+
+
+def test_sigterm_saves_the_current_step_and_exits_cleanly(tmp_path, reference_run):
+  workdir = str(tmp_path)
+  code, err = _interrupt(workdir, signal.SIGTERM)
+  assert code == 0, err[-3000:]
+  steps = _steps(workdir)
+  assert "Stopped by SIGTERM after step" in err
+  stopped_at = int(err.split("Stopped by SIGTERM after step ")[1].split(";")[0])
+  assert steps[-1] == stopped_at < TOTAL
+  _run(workdir)
+  _assert_same_run(workdir, reference_run)
+
+
+def test_two_process_run_resumes_on_one_process(tmp_path):
+  workdir = str(tmp_path)
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  flags = ["--config.train.steps=8", f"--coordinator_address=127.0.0.1:{port}",
+           "--num_processes=2"]
+  procs = [subprocess.Popen(_train_cmd(workdir, *flags, f"--process_id={i}"), env=_env(),
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for i in range(2)]
+  for p in procs:
+    _, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err[-3000:]
+  warmup = TOTAL - 40
+  assert _steps(workdir)[-1] == 8 + warmup
+  # One process, one device: a different mesh; training continues from that checkpoint.
+  proc = _run(workdir, "--config.train.steps=12")
+  assert "Resumed from" in proc.stderr
+  assert _steps(workdir)[-1] == 12 + warmup
+
+
+# In-process failure handling ----------------------------------------------------------------
+
+
+def test_truncated_latest_checkpoint_falls_back_to_the_previous(tmp_path, caplog):
+  exp = Experiment.from_config(smoke())
+  trainer = Trainer(exp, str(tmp_path), devices=jax.devices()[:1])
+  state = trainer.init_state()
+  it = pipeline.make_train_iterator(exp.config.data, exp.vocab, global_batch_size=8,
+                                    process_index=0, process_count=1)
+  ckpt = ckpt_lib.Checkpointer(str(tmp_path), keep=3, async_save=False)
+  ckpt.save(1, state, it, exp.to_json())
+  next(it)
+  ckpt.save(2, state.replace(step=state.step + 1), it, exp.to_json())
+  # Truncate every array file of step 2.
+  for root, _, files in os.walk(os.path.join(ckpt.directory, "2", "state")):
+    for name in files:
+      path = os.path.join(root, name)
+      if os.path.getsize(path) > 64:
+        with open(path, "r+b") as f:
+          f.truncate(16)
+  fresh = pipeline.make_train_iterator(exp.config.data, exp.vocab, global_batch_size=8,
+                                       process_index=0, process_count=1)
+  with caplog.at_level("ERROR"):
+    step, restored = ckpt.restore_latest(trainer.abstract_state, fresh)
+  assert step == 1 and int(restored.step) == 0
+  assert os.path.join(ckpt.directory, "2") in caplog.text
+  ckpt.close()
+
+
+class _PoisonedTrainer(Trainer):
+  """Turns the params into NaN from step 6 on (an injected divergence)."""
+
+  def train_step(self, state, batch, rng):
+    new_state, metrics = super().train_step(state, batch, rng)
+    poison = state.step >= 6
+    params = jax.tree.map(lambda p: jnp.where(poison, jnp.nan, p), new_state.params)
+    metrics["param_norm"] = jnp.where(poison, jnp.nan, metrics["param_norm"])
+    return new_state.replace(params=params), metrics
+
+
+def test_nan_stops_without_overwriting_the_last_good_checkpoint(tmp_path):
+  config = smoke(**{"checkpoint.every": 4, "train.steps": 12})
+  exp = Experiment.from_config(config)
+  with pytest.raises(NonFiniteError, match="non-finite training metrics at step 7"):
+    _PoisonedTrainer(exp, str(tmp_path), devices=jax.devices()[:1]).run()
+  assert _steps(str(tmp_path)) == [4]
+  params = ckpt_lib.load_params(str(tmp_path))
+  assert all(np.isfinite(p).all() for p in jax.tree.leaves(params))
+
+
+def test_partial_init_copies_components_and_averages_embeddings():
+  fresh = {"token_embed": np.zeros((5, 2)), "lm_head": np.zeros((2, 5)),
+           "final_norm": {"scale": np.ones(2)},
+           "layers": {"attention": {"query": {"kernel": np.zeros((1, 2, 2))}},
+                      "mlp": {"up": {"kernel": np.zeros((1, 2, 3))}},
+                      "mlp_norm": {"scale": np.ones((1, 2))}}}
+  source = jax.tree.map(lambda x: np.arange(x.size, dtype=np.float32).reshape(x.shape) + 1, fresh)
+  out = init_lib.partial_init(fresh, source, components=["attention", "norms"],
+                              embeddings="mean")
+  np.testing.assert_array_equal(out["layers"]["attention"]["query"]["kernel"],
+                                source["layers"]["attention"]["query"]["kernel"])
+  np.testing.assert_array_equal(out["layers"]["mlp"]["up"]["kernel"], 0)  # not selected
+  np.testing.assert_array_equal(out["final_norm"]["scale"], source["final_norm"]["scale"])
+  np.testing.assert_allclose(out["token_embed"], np.broadcast_to([[5.0, 6.0]], (5, 2)))
+  np.testing.assert_allclose(out["lm_head"], np.broadcast_to([[3.0], [8.0]], (2, 5)))
+  bad = dict(source, layers={**source["layers"],
+                             "attention": {"query": {"kernel": np.zeros((1, 2, 3))}}})
+  with pytest.raises(ValueError, match="layers/attention/query/kernel has shape"):
+    init_lib.partial_init(fresh, bad, components=["attention"])
