@@ -94,6 +94,22 @@ def test_procedural_build_reads_back_the_native_tokens(built):
   assert first["loss_mask"].tolist() == [0] + [1] * 63
 
 
+def test_tfds_source_kind_reads_procedural_and_thought_layouts(built):
+  """The pipeline's own `tfds` kind opens builder datasets like the native sources."""
+  dyck = sources.source_config("tfds", name=built["dyck"], data_dir=built["data_dir"],
+                               layout="procedural", eval_split="validation")
+  native, via_tfds = _native(DYCK), _native(dyck, name="warmup")
+  _assert_same_examples([native.example(native[i], None) for i in range(8)],
+                        [via_tfds.example(via_tfds[i], None) for i in range(8)])
+  text = sources.source_config("tfds", name=built["thoughts"], data_dir=built["data_dir"],
+                               layout="thoughts")
+  native, via_tfds = _native(built["thought_section"]), _native(text, name="text")
+  _assert_same_examples([native.example(native[i], _rng(i)) for i in range(6)],
+                        [via_tfds.example(via_tfds[i], _rng(i)) for i in range(6)])
+  with pytest.raises(ConfigError, match="layout"):
+    sources.validate_source("bad", sources.source_config("tfds", name="x", layout="rows"))
+
+
 def test_math_build_has_every_split_and_the_native_thought_layout(built):
   data_dir = built["data_dir"]
   config = math_corpus.MathCorpusConfig.from_config(

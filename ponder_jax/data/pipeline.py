@@ -276,7 +276,8 @@ class _Formatter:
     self._pause_ratio = pause_ratio if source.spec.pause else 0.0
     self._pause_id = pause_id
     # Building a generator costs ~20 us an item: only thought layouts and pauses draw from one.
-    self._needs_rng = self._pause_ratio > 0 or source.spec.kind in ("thoughts", "math")
+    self._needs_rng = (self._pause_ratio > 0 or source.spec.kind in ("thoughts", "math")
+                       or source.spec.options.get("layout") == "thoughts")
 
   def __call__(self, index: int, indexed_record: tuple[int, Any]) -> dict[str, Any]:
     # One generator per item, so any item regenerates alone: thought forms, then pauses.

@@ -12,7 +12,9 @@ Kinds and their keys (`source_config(kind)` gives a section with every key at it
                  UTF-8 text; else each record is a JSON object and this is its text key),
                  eval_fraction
   tfds           name, split, eval_split ('' = none), data_dir ('' = the TFDS default), field;
-                 read with `tfds.data_source` (random access, no TensorFlow)
+                 read with `tfds.data_source` (random access, no TensorFlow); layout 'text'
+                 (a text `field`), or 'procedural' / 'thoughts' for datasets built by
+                 tfds_builders.py (with prior_prob for thoughts)
   math           the synthetic math corpus (math_corpus.MathCorpusConfig keys, e.g. seed,
                  train_size, kinds), thoughts (bool: thought-augmented layout, else raw text),
                  prior_prob; the eval split is the corpus's validation split
@@ -48,6 +50,7 @@ from ponder_jax.data import math_corpus, procedural, thoughts
 from ponder_jax.data.vocab import Vocabulary
 
 SPLITS = ("train", "eval")
+TFDS_LAYOUTS = ("text", "procedural", "thoughts")
 ON_ERROR = ("raise", "skip")
 EVAL_SEED_OFFSET = 2**32  # procedural eval items: seed + this, disjoint from any train seed
 SHIPPED_TEXT = "shakespeare.txt"
@@ -58,7 +61,8 @@ _KIND_DEFAULTS: dict[str, dict[str, Any]] = {
     "text": {"path": "", "delimiter": r"\n\s*\n", "eval_fraction": 0.05},
     "jsonl": {"path": "", "field": "text", "on_error": "raise", "eval_fraction": 0.05},
     "array_record": {"path": "", "field": "", "eval_fraction": 0.05},
-    "tfds": {"name": "", "split": "train", "eval_split": "", "data_dir": "", "field": "text"},
+    "tfds": {"name": "", "split": "train", "eval_split": "", "data_dir": "", "field": "text",
+             "layout": "text", "prior_prob": 0.5},
     "math": {**_MATH_KEYS, "thoughts": True, "prior_prob": 0.5},
     "thoughts": {"path": "", "prior_prob": 0.5, "eval_fraction": 0.05},
     "procedural": {"task": "", "seed": 0, "num_items": procedural.DEFAULT_NUM_ITEMS,
@@ -158,6 +162,10 @@ def validate_source(name: str, section: Mapping[str, Any]) -> SourceSpec:
     _check(bool(options["name"]), f"{prefix}.name", options["name"],
            "a tfds source needs a dataset name")
     _check(bool(options["field"]), f"{prefix}.field", options["field"], "must name a feature")
+    _check(options["layout"] in TFDS_LAYOUTS, f"{prefix}.layout", options["layout"],
+           f"must be one of {TFDS_LAYOUTS}")
+    _check(not options["data_dir"] or os.path.isdir(options["data_dir"]), f"{prefix}.data_dir",
+           options["data_dir"], "is not a directory")
   if kind == "math":
     _check(isinstance(options["thoughts"], bool), f"{prefix}.thoughts", options["thoughts"],
            "must be true or false")
@@ -417,7 +425,22 @@ def open_source(spec: SourceSpec, vocab: Vocabulary, split: str = "train") -> To
   if split == "eval" and not has_eval_split(spec):
     raise ConfigError(f"{spec.key}.eval_fraction" if "eval_fraction" in o else
                       f"{spec.key}.eval_split", 0, f"source '{spec.name}' has no eval split")
-  if kind in ("text", "jsonl", "array_record", "tfds"):
+  if kind == "tfds" and o["layout"] != "text":  # a dataset written by tfds_builders.py
+    from ponder_jax.data import tfds_builders  # pylint: disable=g-import-not-at-top
+    records = tfds_builders.TfdsRecords(
+        o["name"], o["split"] if split == "train" else o["eval_split"],
+        data_dir=o["data_dir"], layout=o["layout"], key=spec.key,
+        split_key="split" if split == "train" else "eval_split")
+    describe = lambda i: f"tfds {o['name']} record {i}"  # noqa: E731
+    if o["layout"] == "procedural":
+      if records.num_symbols > vocab.num_procedural:
+        raise ConfigError(f"{spec.key}.name", o["name"],
+                          f"needs {records.num_symbols} procedural symbols but the vocabulary "
+                          f"reserves {vocab.num_procedural}")
+      to_tokens = _procedural_example(vocab)
+    else:
+      to_tokens = _thought_example(vocab, o["prior_prob"])
+  elif kind in ("text", "jsonl", "array_record", "tfds"):
     to_tokens = _text_example(vocab)
     if kind == "text":
       records = _text_documents(spec)
