@@ -23,6 +23,7 @@ setup(
         "ml-collections>=1.1.0",
         "sentencepiece>=0.2.0",
         "absl-py>=2.1",
+        "etils[epath]>=1.5",
         "numpy>=1.26",
         "tqdm>=4.66",
         "matplotlib>=3.8",

@@ -35,25 +35,14 @@ def _train(argv) -> None:
     print(f"ponder-train: {e}", file=sys.stderr)
     sys.exit(3)
   from ponder_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
-  from ponder_jax.experiment import Experiment  # pylint: disable=import-outside-toplevel
-  from ponder_jax.train.trainer import Trainer  # pylint: disable=import-outside-toplevel
-  config = _CONFIG.value
+  from ponder_jax.train.trainer import build_trainer  # pylint: disable=import-outside-toplevel
   try:
-    model_cfg = vocab = params = None
-    if config.init.from_hf:  # placed straight onto the mesh, one tensor at a time
-      from ponder_jax import sharding  # pylint: disable=import-outside-toplevel
-      from ponder_jax.convert import load_pretrained  # pylint: disable=import-outside-toplevel
-      mesh = sharding.make_mesh(config.mesh.ici, config.mesh.dcn)
-      procedural = any(s.kind == "procedural" for s in config.data.sources.values())
-      model_cfg, params, vocab = load_pretrained(
-          config.init.from_hf, mesh=mesh, rules=config.mesh.rules,
-          num_procedural=256 if procedural else 0)
-    exp = Experiment.from_config(config, model=model_cfg, vocab=vocab)
+    trainer = build_trainer(_CONFIG.value, _WORKDIR.value)
   except ConfigError as e:
     logging.error("Invalid config: %s", e)
     print(f"ponder-train: invalid config: {e}", file=sys.stderr)
     sys.exit(2)
-  Trainer(exp, _WORKDIR.value, init_params=params).run()
+  trainer.run()
 
 
 def train_main() -> None:

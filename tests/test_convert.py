@@ -454,3 +454,32 @@ def test_cli_reports_bad_input(tmp_path, capsys):
     cli.main(["--from-hf", str(tmp_path / "absent"), "--out", str(tmp_path / "out")])
   assert exit_info.value.code == 2
   assert "absent: no such Hugging Face model directory" in capsys.readouterr().err
+
+
+def test_trainer_continues_pretraining_from_hf_with_pondering_and_pauses(tokenized, tmp_path):
+  """`init.from_hf` builds the model, vocabulary and initial params from the HF directory;
+  training then runs with pondering, pauses and a procedural source switched on."""
+  from ponder_jax.sweep import load_config  # pylint: disable=import-outside-toplevel
+  from ponder_jax.train import checkpoint as ckpt_lib  # pylint: disable=import-outside-toplevel
+  from ponder_jax.train.metrics import read_metrics  # pylint: disable=import-outside-toplevel
+  from ponder_jax.train.trainer import build_trainer  # pylint: disable=import-outside-toplevel
+  _, directory, base = tokenized
+  config = load_config(os.path.join(os.path.dirname(__file__), "..", "configs", "smoke.py"))
+  config.init.from_hf = directory
+  config.ponder.steps = 1
+  config.data.pause.ratio = 0.1
+  config.data.seq_len = 32
+  config.data.sources.dyck.length = 16
+  config.train.steps = 4
+  config.mesh.ici.update(data=2, fsdp=4)
+  trainer = build_trainer(config, str(tmp_path))
+  _, imported, vocab = load_pretrained(directory, num_procedural=256)
+  assert trainer.exp.model.family == "neox" and trainer.exp.vocab.pause_id == vocab.pause_id
+  assert trainer.exp.model.vocab_size >= base + 5 + 256
+  initial = jax.device_get(trainer.init_state().params)
+  jax.tree.map(np.testing.assert_array_equal, initial, imported)
+  trainer.run()
+  rows = [r for r in read_metrics(str(tmp_path)) if "loss" in r]
+  assert rows and all(np.isfinite(r["loss"]) for r in rows)
+  trained = ckpt_lib.load_params(str(tmp_path))
+  assert not np.array_equal(trained["token_embed"], imported["token_embed"])

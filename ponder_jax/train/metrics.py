@@ -3,18 +3,20 @@ the end-of-run results table. Everything here writes from process 0 only.
 
 `<workdir>/metrics.jsonl` holds one JSON object per logged step (`{"step": ..., "loss": ...}`);
 evaluation rows carry `eval/<source>/loss` keys. TensorBoard event files go to `<workdir>/tb`.
+Paths go through etils.epath, so a pod's shared `gs://` workdir works like a local one.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
-import os
 import sys
 from typing import Any, Mapping
 
 import jax
 from absl import logging
+from etils import epath
 
 
 class MetricsWriter:
@@ -23,15 +25,18 @@ class MetricsWriter:
   def __init__(self, workdir: str, *, total_steps: int, start_step: int, tensorboard: bool,
                progress_bar: bool):
     self.enabled = jax.process_index() == 0
-    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.path = epath.Path(workdir) / "metrics.jsonl"
     self._tb = self._bar = None
     if not self.enabled:
       return
-    os.makedirs(workdir, exist_ok=True)
-    self._file = open(self.path, "a", encoding="utf-8")
+    self.path.parent.mkdir(parents=True, exist_ok=True)
+    previous = self.path.read_text() if self.path.exists() else ""
+    self._file = self.path.open("a")
+    if previous and not previous.endswith("\n"):
+      self._file.write("\n")  # a killed run's partial last line stays on a line of its own
     if tensorboard:
       from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
-      self._tb = SummaryWriter(os.path.join(workdir, "tb"))
+      self._tb = SummaryWriter(str(epath.Path(workdir) / "tb"))
     if progress_bar:
       from tqdm import tqdm  # pylint: disable=import-outside-toplevel
       self._bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
@@ -72,11 +77,17 @@ def _to_python(value: Any):
 
 
 def read_metrics(workdir: str) -> list[dict]:
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
+  path = epath.Path(workdir) / "metrics.jsonl"
+  if not path.exists():
     return []
-  with open(path, encoding="utf-8") as f:
-    return [json.loads(line) for line in f if line.strip()]
+  # A run killed mid-write can leave a partial last line: skip what does not parse.
+  rows = []
+  for line in path.read_text().splitlines():
+    try:
+      rows.append(json.loads(line))
+    except json.JSONDecodeError:
+      continue
+  return rows
 
 
 def plot_losses(workdir: str, rows: list[dict] | None = None) -> str | None:
@@ -99,10 +110,12 @@ def plot_losses(workdir: str, rows: list[dict] | None = None) -> str | None:
   ax.grid(alpha=0.3)
   ax.legend()
   fig.tight_layout()
-  path = os.path.join(workdir, "loss.png")
-  fig.savefig(path, dpi=120)
+  path = epath.Path(workdir) / "loss.png"
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format="png", dpi=120)
   plt.close(fig)
-  return path
+  path.write_bytes(buffer.getvalue())
+  return str(path)
 
 
 def results_table(rows: list[dict]) -> str:

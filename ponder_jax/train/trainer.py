@@ -48,6 +48,22 @@ class NonFiniteError(RuntimeError):
   """The loss or gradient became NaN/Inf; the last good checkpoint is left untouched."""
 
 
+def build_trainer(config, workdir: str) -> "Trainer":
+  """Validates `config` and builds its Trainer; with `init.from_hf` the model config, the
+  vocabulary and the initial params come from a local Hugging Face directory, placed straight
+  onto the mesh (continued pretraining)."""
+  model_cfg = vocab = params = None
+  if config.init.from_hf:
+    from ponder_jax.convert import load_pretrained  # pylint: disable=import-outside-toplevel
+    mesh = sharding.make_mesh(config.mesh.ici, config.mesh.dcn)
+    procedural = any(s.kind == "procedural" for s in config.data.sources.values())
+    model_cfg, params, vocab = load_pretrained(
+        config.init.from_hf, mesh=mesh, rules=config.mesh.rules,
+        num_procedural=256 if procedural else 0)
+  exp = Experiment.from_config(config, model=model_cfg, vocab=vocab)
+  return Trainer(exp, workdir, init_params=params)
+
+
 class Trainer:
   """Builds everything from an Experiment; `run()` trains to the end (or to a preemption)."""
 
@@ -98,25 +114,20 @@ class Trainer:
   def init_state(self) -> TrainState:
     """Fresh params (or the given / partially loaded ones) and a fresh optimizer state."""
     c = self.exp.config
-    def init(rng, params):
-      if params is None:
-        params = nn.meta.unbox(self._init_variables(rng))["params"]
-      return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                        opt_state=self.optimizer.init(params))
-    rng = jax.random.key(c.train.seed)
     params = self._init_params
-    if params is None and c.init.from_checkpoint:
-      fresh = jax.jit(lambda r: nn.meta.unbox(self._init_variables(r))["params"],
-                      out_shardings=self.state_sharding.params)(rng)
-      params = init_lib.partial_init(fresh, ckpt_lib.load_params(c.init.from_checkpoint),
-                                     components=c.init.components.split(","),
-                                     embeddings=c.init.embeddings)
     with self._context():
       if params is None:
-        return jax.jit(lambda r: init(r, None), out_shardings=self.state_sharding)(rng)
+        params = jax.jit(lambda r: nn.meta.unbox(self._init_variables(r))["params"],
+                         out_shardings=self.state_sharding.params)(jax.random.key(c.train.seed))
+        if c.init.from_checkpoint:
+          params = init_lib.partial_init(params, ckpt_lib.load_params(c.init.from_checkpoint),
+                                         components=c.init.components.split(","),
+                                         embeddings=c.init.embeddings)
       params = jax.device_put(params, self.state_sharding.params)
-      return jax.jit(init, out_shardings=self.state_sharding,
-                     donate_argnums=1)(rng, params)
+      opt_state = jax.jit(self.optimizer.init,
+                          out_shardings=self.state_sharding.opt_state)(params)
+    step = jax.device_put(jnp.zeros((), jnp.int32), self.state_sharding.step)
+    return TrainState(step=step, params=params, opt_state=opt_state)
 
   # The step --------------------------------------------------------------------------------
   def _forward_sums(self, params, batch, steps):
