@@ -12,14 +12,14 @@ machine does not count against them. Prints a Markdown table for benchmarks/READ
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import statistics
 import sys
 import time
 
 import numpy as np
+
+import machine  # benchmarks/machine.py (the script's folder is on sys.path)
 
 from ponder_jax.data.procedural import PROCEDURAL_TASKS, make_procedural_source
 
@@ -38,14 +38,6 @@ def tokens_per_second(task: str, seconds: float, start: int) -> tuple[float, flo
   return tokens / elapsed, targets / elapsed, len(item["tokens"])
 
 
-def cpu_name() -> str:
-  try:
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-      return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-  except (OSError, StopIteration):
-    return platform.processor() or platform.machine()
-
-
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--repeats", type=int, default=5)
@@ -53,8 +45,7 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--tasks", default=",".join(PROCEDURAL_TASKS))
   args = parser.parse_args(argv)
 
-  print(f"date: {datetime.date.today()}  machine: {cpu_name()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}, numpy {np.__version__}")
+  print(f"{machine.describe()}, numpy {np.__version__}")
   print(f"command: {' '.join([os.path.basename(sys.executable)] + sys.argv)}\n")
   print("| task | params (defaults) | tokens/item | tokens per CPU-s (median) | targets per CPU-s |")
   print("|---|---|---:|---:|---:|")

@@ -14,14 +14,14 @@ second of wall-clock time. Prints Markdown for benchmarks/README.md.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import statistics
 import sys
 import time
 
 import numpy as np
+
+import machine  # benchmarks/machine.py (the script's folder is on sys.path)
 
 from ponder_jax.data import pipeline
 from ponder_jax.data.sources import source_config
@@ -57,14 +57,6 @@ def timed_run(args: argparse.Namespace, vocab, seed: int) -> tuple[float, float,
   return slots / cpu, real / cpu, slots / wall
 
 
-def cpu_name() -> str:
-  try:
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-      return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-  except (OSError, StopIteration):
-    return platform.processor() or platform.machine()
-
-
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--runs", type=int, default=5)
@@ -79,8 +71,7 @@ def main(argv: list[str] | None = None) -> None:
   vocab = load_vocabulary(args.vocab)
   runs = [timed_run(args, vocab, seed) for seed in range(args.runs)]
   slots, real, wall = (statistics.median(r[i] for r in runs) for i in range(3))
-  print(f"date: {datetime.date.today()}  machine: {cpu_name()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}, numpy {np.__version__}, "
+  print(f"{machine.describe()}, numpy {np.__version__}, "
         f"load average {os.getloadavg()[0]:.1f}")
   print(f"command: {' '.join([os.path.basename(sys.executable)] + sys.argv)}\n")
   print("| batch x seq | vocab | pause | read threads | prefetch | slots per CPU-s (median) | "

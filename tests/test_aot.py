@@ -6,29 +6,17 @@ import os
 import re
 import subprocess
 import sys
-import textwrap
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-TINY = textwrap.dedent("""\
-    from ponder_jax.experiment import default_config
-
-    def get_config():
-      c = default_config()
-      c.model.update(dict(vocab_size=576, d_model=32, n_layers=1, n_heads=2, max_len=64))
-      c.data.vocab = "byte"
-      c.data.seq_len = 32
-      c.train.global_batch_size = 8
-      return c
-    """)
+TINY = os.path.join(ROOT, "tests", "configs", "tiny.py")
 
 
-def _aot(tmp_path, *args):
-  config = tmp_path / "tiny.py"
-  config.write_text(TINY)
+def _aot(tmp_path, *args):  # pylint: disable=unused-argument
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # aot sets its own count
   env["JAX_DEFAULT_PRNG_IMPL"] = "rbg"  # as conftest: compiles faster
-  return subprocess.run([sys.executable, "-m", "ponder_jax.aot", f"--config={config}", *args],
+  return subprocess.run([sys.executable, "-m", "ponder_jax.aot", f"--config={TINY}",
+                         "--config.train.global_batch_size=8", *args],
                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
                         check=False)
 

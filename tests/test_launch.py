@@ -160,25 +160,11 @@ def test_run_all_fails_fast_and_keeps_one_log_per_worker(tmp_path):
   assert "boom" in (tmp_path / "a.log").read_text()
 
 
-TINY_TRAIN_CONFIG = textwrap.dedent("""\
-    from ponder_jax.experiment import default_config
-
-    def get_config():
-      c = default_config()
-      c.model.update(dict(vocab_size=576, d_model=32, n_layers=1, n_heads=2, max_len=64))
-      c.data.vocab = "byte"
-      c.data.seq_len = 32
-      c.train.update(dict(steps=3, global_batch_size=4, log_every=1, eval_batches=1))
-      c.optim.warmup_steps = 1
-      c.checkpoint.update(dict(every=0, async_save=False))
-      c.metrics.update(dict(tensorboard=False, progress_bar=False, plot=False))
-      return c
-    """)
+TINY_TRAIN_CONFIG = os.path.join(ROOT, "tests", "configs", "tiny.py")
 
 
 def test_local_two_process_cpu_launch_trains_and_checkpoints(tmp_path):
-  config = tmp_path / "tiny.py"
-  config.write_text(TINY_TRAIN_CONFIG)
+  config = TINY_TRAIN_CONFIG
   workdir = tmp_path / "run"
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device per process
   env["JAX_DEFAULT_PRNG_IMPL"] = "rbg"  # as conftest: compiles faster

@@ -17,20 +17,12 @@ from ponder_jax import sweep
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # A tiny byte-vocabulary model: a few seconds per run on the CPU.
+TINY = os.path.join(ROOT, "tests", "configs", "tiny.py")
 TINY_CONFIG = textwrap.dedent("""\
     from ponder_jax import sweep
-    from ponder_jax.experiment import default_config
 
     def get_config():
-      c = default_config()
-      c.model.update(dict(vocab_size=576, d_model=32, n_layers=1, n_heads=2, max_len=64))
-      c.data.vocab = "byte"
-      c.data.seq_len = 32
-      c.train.update(dict(steps=3, global_batch_size=4, log_every=1, eval_batches=1))
-      c.optim.warmup_steps = 1
-      c.checkpoint.update(dict(every=0, async_save=False))
-      c.metrics.update(dict(tensorboard=False, progress_bar=False, plot=False))
-      return c
+      return sweep.load_config({tiny!r})
 
     def get_sweep():
       return {sweep}
@@ -39,7 +31,7 @@ TINY_CONFIG = textwrap.dedent("""\
 
 def _config_file(tmp_path, sweep_expr: str) -> str:
   path = tmp_path / "tiny_sweep.py"
-  path.write_text(TINY_CONFIG.format(sweep=sweep_expr))
+  path.write_text(TINY_CONFIG.format(tiny=TINY, sweep=sweep_expr))
   return str(path)
 
 
