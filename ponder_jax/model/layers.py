@@ -84,36 +84,17 @@ class Dense(nn.Module):
   std: float = 0.02
   dtype: str = "float32"
 
-  def setup(self):
-    self.kernel = param_with_axes(self, "kernel", truncated_normal(self.std),
-                                  self.in_shape + self.out_shape, self.in_axes + self.out_axes)
-    self.bias = (param_with_axes(self, "bias", nn.initializers.zeros, self.out_shape,
-                                 self.out_axes) if self.use_bias else None)
-
+  @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    return fused_dense((self,), x)[0]
-
-
-def fused_dense(denses: Sequence[Dense], x: jax.Array) -> list[jax.Array]:
-  """Applies Dense layers that read the same input as one matmul over their joined kernels.
-
-  The kernels are concatenated at run time, so each layer keeps its own parameters (the tree
-  Hugging Face conversion expects) while the CPU runs one wide GEMM instead of several narrow
-  ones, and the backward one dx matmul instead of several plus their sum.
-  """
-  in_shape, dtype = denses[0].in_shape, jnp.dtype(denses[0].dtype)
-  k = math.prod(in_shape)
-  widths = [math.prod(d.out_shape) for d in denses]
-  batch_shape = x.shape[:x.ndim - len(in_shape)]
-  kernels = [d.kernel.reshape(k, m) for d, m in zip(denses, widths)]
-  kernel_KxM = kernels[0] if len(kernels) == 1 else jnp.concatenate(kernels, axis=1)
-  y_NxM = matmul(x.reshape(*batch_shape, k), kernel_KxM, dtype)
-  outputs, start = [], 0
-  for dense, m in zip(denses, widths):
-    y = y_NxM[..., start:start + m].reshape(*batch_shape, *dense.out_shape)
-    outputs.append(y if dense.bias is None else y + dense.bias)
-    start += m
-  return outputs
+    kernel = param_with_axes(self, "kernel", truncated_normal(self.std),
+                             self.in_shape + self.out_shape, self.in_axes + self.out_axes)
+    n_in, k, m = len(self.in_shape), math.prod(self.in_shape), math.prod(self.out_shape)
+    batch_shape = x.shape[:x.ndim - n_in]
+    y = matmul(x.reshape(*batch_shape, k), kernel.reshape(k, m), jnp.dtype(self.dtype))
+    y = y.reshape(*batch_shape, *self.out_shape)
+    if self.use_bias:
+      y = y + param_with_axes(self, "bias", nn.initializers.zeros, self.out_shape, self.out_axes)
+    return y
 
 
 def truncated_normal(std: float):

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 
 from ponder_jax.config import ModelConfig
 from ponder_jax.model import attention as attn_lib
-from ponder_jax.model.layers import Dense, Norm, fused_dense, matmul, truncated_normal
+from ponder_jax.model.layers import Dense, Norm, matmul, truncated_normal
 
 ACT_BLD = ("activation_batch", "activation_length", "activation_embed")
 ACT_BLHK = ("activation_batch", "activation_length", "activation_heads", "activation_kv")
@@ -44,10 +44,9 @@ class Attention(nn.Module):
     d, h, g, k = cfg.d_model, cfg.n_heads, cfg.kv_heads, cfg.head_size
     dense = functools.partial(Dense, use_bias=cfg.family != "llama", dtype=cfg.dtype)
     std = init_std(cfg)
-    query = dense((d,), (h, k), ("embed",), ("heads", "kv"), std=std, name="query")
-    key_value = dense((d,), (2, g, k), ("embed",), (None, "kv_heads", "kv"), std=std,
-                      name="key_value")
-    q_BxLxHxK, kv_BxLx2xGxK = fused_dense((query, key_value), x_BxLxD)
+    q_BxLxHxK = dense((d,), (h, k), ("embed",), ("heads", "kv"), std=std, name="query")(x_BxLxD)
+    kv_BxLx2xGxK = dense((d,), (2, g, k), ("embed",), (None, "kv_heads", "kv"), std=std,
+                         name="key_value")(x_BxLxD)
     k_BxLxGxK, v_BxLxGxK = kv_BxLx2xGxK[:, :, 0], kv_BxLx2xGxK[:, :, 1]
     if rope is not None:
       q_BxLxHxK = attn_lib.apply_rope(q_BxLxHxK, *rope)
