@@ -270,3 +270,30 @@ def test_partial_init_copies_components_and_averages_embeddings():
                              "attention": {"query": {"kernel": np.zeros((1, 2, 3))}}})
   with pytest.raises(ValueError, match="layers/attention/query/kernel has shape"):
     init_lib.partial_init(fresh, bad, components=["attention"])
+
+
+def test_init_from_checkpoint_takes_the_chosen_components(tmp_path):
+  """The procedural paper's warm-up transfer through the trainer: attention from the source,
+  the MLP freshly initialised, embeddings set to the mean of the source's rows."""
+  source_exp = Experiment.from_config(smoke(**{"train.seed": 1}))
+  source = Trainer(source_exp, str(tmp_path / "source"), devices=jax.devices()[:1])
+  state = source.init_state()
+  it = pipeline.make_train_iterator(source_exp.config.data, source_exp.vocab,
+                                    global_batch_size=8, process_index=0, process_count=1)
+  ckpt = ckpt_lib.Checkpointer(str(tmp_path / "source"), keep=1, async_save=False)
+  ckpt.save(1, state, it, source_exp.to_json())
+  ckpt.close()
+  want = jax.device_get(state.params)
+
+  config = smoke(**{"train.seed": 2, "init.from_checkpoint": str(tmp_path / "source"),
+                    "init.components": "attention", "init.embeddings": "mean"})
+  target = Trainer(Experiment.from_config(config), str(tmp_path / "target"),
+                   devices=jax.devices()[:1])
+  got = jax.device_get(target.init_state().params)
+  jax.tree.map(np.testing.assert_array_equal, got["layers"]["attention"],
+               want["layers"]["attention"])
+  assert not np.array_equal(got["layers"]["mlp"]["up"]["kernel"],
+                            want["layers"]["mlp"]["up"]["kernel"])
+  np.testing.assert_allclose(got["token_embed"],
+                             np.broadcast_to(want["token_embed"].mean(0), got["token_embed"].shape),
+                             rtol=1e-6)
