@@ -2,15 +2,17 @@
 
     python benchmarks/train_step.py [--steps N] [--dtype bfloat16] [--ponder 0,1,3]
 
-The demo-size GPT-NeoX (Pythia-style: rotary 25%, parallel residual, untied) trains one step =
-forward + backward + AdamW on a fixed batch, for every ponder step count s in --ponder. The same
-model in PyTorch (benchmarks/torch_reference.py) runs in the same process, its steps interleaved
-with the JAX steps so that both see the same load from other processes; the table reports medians
-and ratio = PyTorch time / JAX time. MFU counts model FLOPs (accounting.py) against the f32 matmul
-FLOP/s XLA reaches on this machine, measured in the same run. Memory is XLA's own accounting of the
-compiled step (arguments + outputs + temporaries - donated buffers), not the process RSS, which
-mixes both frameworks. Compile time is lower + compile of the whole step (--compile-ponder).
-Results and the machine they were measured on are recorded in benchmarks/README.md.
+One step = forward + backward + AdamW on a fixed batch, for the demo-size GPT-NeoX (Pythia-style:
+rotary 25%, parallel residual, untied) and every ponder step count s in --ponder. The same model in
+PyTorch (benchmarks/torch_reference.py: transformers' GPTNeoXForCausalLM inside PonderLM's loop)
+starts from the same weights (imported with ponder_jax.convert) and runs in the same process, its
+steps interleaved with the JAX steps so that both see the same load from other processes; equal
+first-step losses show that both compute the same thing. The table gives medians and the best
+step; ratio = PyTorch time / JAX time. MFU counts model FLOPs (accounting.py) against the f32
+matmul FLOP/s XLA reaches on this machine, measured in the same run. Memory is XLA's accounting of
+the compiled step (arguments + outputs + temporaries - donated buffers), not the process RSS,
+which mixes both frameworks. Compile time is lower + compile of the whole step. Results and the
+machine they were measured on are in benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -49,17 +51,24 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--batch", type=int, default=16)
   parser.add_argument("--seq", type=int, default=256)
   parser.add_argument("--scan-layers", action="store_true", help="model.scan_layers=True")
+  parser.add_argument("--no-remat", action="store_true", help="ponder.remat=False")
   parser.add_argument("--xla-flags", default="recommended", choices=("recommended", "none"),
-                      help="apply ponder_jax.xla_flags (flags in $XLA_FLAGS always apply)")
+                      help="apply ponder_jax.xla_flags: recommended XLA flags and the host "
+                           "allocator setting (flags already in $XLA_FLAGS always apply)")
   parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch baseline")
   parser.add_argument("--threads", type=int, default=2, help="PyTorch intra-op threads")
   return parser.parse_args(argv)
+
+
+def _ints(text: str) -> list[int]:
+  return [int(s) for s in text.split(",") if s]
 
 
 def main(argv=None) -> None:
   args = parse_args(argv)
   if args.xla_flags == "recommended":
     xla_flags.apply()
+  load_before = os.getloadavg()
 
   import flax.linen as nn
   import jax
@@ -77,19 +86,17 @@ def main(argv=None) -> None:
                     rotary_pct=0.25, max_len=args.seq, dtype=args.dtype,
                     scan_layers=args.scan_layers).validated()
   adamw = dict(learning_rate=1e-3, b1=0.9, b2=0.95, weight_decay=0.01)
+  tx = optax.adamw(adamw["learning_rate"], adamw["b1"], adamw["b2"],
+                   weight_decay=adamw["weight_decay"])
   tokens_BxL = np.random.default_rng(0).integers(0, cfg.vocab_size, (args.batch, args.seq),
                                                  dtype=np.int32)
   batch = {"tokens": jnp.asarray(tokens_BxL)}
   tokens_per_step = args.batch * args.seq
 
-  def build(steps: int):
-    """(jitted step, params, optimizer state, compile seconds, XLA memory bytes) for s = steps."""
+  def compiled_step(steps: int, params):
+    """(executable, compile seconds, XLA memory bytes); params may be abstract."""
     model = Transformer(cfg, ponder_passes=steps + 1)
-    params = nn.meta.unbox(jax.jit(model.init)(jax.random.key(0), batch["tokens"][:1])["params"])
-    tx = optax.adamw(adamw["learning_rate"], adamw["b1"], adamw["b2"],
-                     weight_decay=adamw["weight_decay"])
-    opt_state = tx.init(params)
-    pcfg = PonderConfig(steps=steps)
+    pcfg = PonderConfig(steps=steps, remat=not args.no_remat)
 
     def train_step(params, opt_state, batch):
       def loss_fn(p):
@@ -99,75 +106,96 @@ def main(argv=None) -> None:
       updates, opt_state = tx.update(grads, opt_state, params)
       return optax.apply_updates(params, updates), opt_state, loss
 
+    opt_state = jax.eval_shape(tx.init, params)
     start = time.perf_counter()
     compiled = jax.jit(train_step, donate_argnums=(0, 1)).lower(params, opt_state, batch).compile()
     compile_s = time.perf_counter() - start
     mem = compiled.memory_analysis()
     memory = (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
               - mem.alias_size_in_bytes)
-    return compiled, params, opt_state, compile_s, memory
+    return compiled, compile_s, memory
+
+  def fresh_params(steps: int):
+    model = Transformer(cfg, ponder_passes=steps + 1)
+    return nn.meta.unbox(jax.jit(model.init)(jax.random.key(0), batch["tokens"][:1])["params"])
 
   peak = accounting.measured_matmul_flops()
   if not args.no_torch:
     import torch
     from torch_reference import TorchPonderTrainer
+
+    from ponder_jax.convert.hf import import_hf
     torch_tokens = torch.from_numpy(tokens_BxL.astype(np.int64))
 
   results = []
-  for steps in [int(s) for s in args.ponder.split(",")]:
-    step, params, opt_state, compile_s, memory = build(steps)
-    trainer = None if args.no_torch else TorchPonderTrainer(cfg, threads=args.threads, **adamw)
-    jax_s, torch_s, jax_loss, torch_loss = [], [], float("nan"), float("nan")
+  for steps in _ints(args.ponder):
+    trainer = None
+    if args.no_torch:
+      params = fresh_params(steps)
+    else:
+      trainer = TorchPonderTrainer(cfg, threads=args.threads, **adamw)
+      params = import_hf(trainer.model)[1]  # the same initial weights in both frameworks
+    step, compile_s, memory = compiled_step(steps, params)
+    opt_state = tx.init(params)
+    jax_s, torch_s, losses = [], [], {}
     for i in range(args.steps + 1):  # the first step of each is a warm-up
       start = time.perf_counter()
       params, opt_state, loss = step(params, opt_state, batch)
       loss = float(loss)
       jax_s.append(time.perf_counter() - start)
-      jax_loss = loss if i == 0 else jax_loss
+      losses.setdefault("jax", loss)
       if trainer is not None:
         start = time.perf_counter()
         loss = trainer.step(torch_tokens, steps)
         torch_s.append(time.perf_counter() - start)
-        torch_loss = loss if i == 0 else torch_loss
-    results.append(Result(steps, jax_s[1:], torch_s[1:], jax_loss, torch_loss, compile_s, memory))
+        losses.setdefault("torch", loss)
+    results.append(Result(steps, jax_s[1:], torch_s[1:], losses["jax"],
+                          losses.get("torch", float("nan")), compile_s, memory))
     del step, params, opt_state, trainer
 
-  compile_only = {}
-  timed = {r.steps: r.compile_s for r in results}
-  for steps in [int(s) for s in args.compile_ponder.split(",")]:
-    compile_only[steps] = timed.get(steps) or build(steps)[3]
+  compile_s = {r.steps: r.compile_s for r in results}
+  for steps in _ints(args.compile_ponder):
+    if steps not in compile_s:
+      abstract = jax.eval_shape(lambda: fresh_params(steps))
+      compile_s[steps] = compiled_step(steps, abstract)[1]
   accounting.measured_matmul_flops.cache_clear()  # the best of a measurement before and after
   peak = max(peak, accounting.measured_matmul_flops())
+  report(args, cfg, results, compile_s, peak, tokens_per_step, accounting,
+         (load_before, os.getloadavg()))
 
-  report(args, cfg, results, compile_only, peak, tokens_per_step, accounting)
 
-
-def report(args, cfg, results, compile_s, peak, tokens_per_step, accounting) -> None:
+def report(args, cfg, results, compile_s, peak, tokens_per_step, accounting, loads) -> None:
   import jax
-  print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"jax {jax.__version__}, XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+  med, best = statistics.median, min
+  print(f"# {platform.node()}: {os.cpu_count()} CPUs, jax {jax.__version__}, "
+        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}, load average "
+        f"{loads[0][0]:.1f} before, {loads[1][0]:.1f} after")
   print(f"# neox d{cfg.d_model} x{cfg.n_layers} layers, {cfg.n_heads} heads, vocab "
-        f"{cfg.vocab_size}, batch {args.batch} x seq {args.seq}, dtype {cfg.dtype}, "
-        f"scan_layers {cfg.scan_layers}; {args.steps} timed steps, medians")
-  print(f"# CPU peak: f32 {2048}^3 matmul in XLA = {peak / 1e9:.1f} GFLOP/s")
-  print("| s | JAX step ms | JAX tok/s | MFU | PyTorch step ms | PyTorch tok/s | ratio "
-        "| step / step(s=0) | XLA memory MiB | mem / mem(s=0) | compile s | loss JAX / PyTorch |")
+        f"{cfg.vocab_size}, batch {args.batch} x seq {args.seq}, dtype {cfg.dtype}, scan_layers "
+        f"{cfg.scan_layers}, ponder remat {not args.no_remat}; {args.steps} timed steps each")
+  print(f"# CPU peak: f32 2048^3 matmul in XLA = {peak / 1e9:.1f} GFLOP/s (best of 2 x 5 runs)")
+  print("| s | JAX ms median (best) | JAX tok/s | MFU median (best) | PyTorch ms median (best) "
+        "| PyTorch tok/s | ratio median (best) | JAX step / step(s=0) | XLA memory MiB "
+        "| memory / memory(s=0) | compile s | first loss JAX / PyTorch |")
   print("|---" * 12 + "|")
   base = results[0]
   for r in results:
-    jax_t = statistics.median(r.jax_s)
-    torch_t = statistics.median(r.torch_s) if r.torch_s else float("nan")
     flops = accounting.training_flops_per_token(cfg, args.seq, r.steps)
-    mfu = accounting.mfu(tokens_per_step / jax_t, flops, peak_per_device=peak)
-    print(f"| {r.steps} | {jax_t * 1e3:.0f} | {tokens_per_step / jax_t:.0f} | {mfu:.1%} "
-          f"| {torch_t * 1e3:.0f} | {tokens_per_step / torch_t:.0f} | {torch_t / jax_t:.2f}x "
-          f"| {jax_t / statistics.median(base.jax_s):.2f} | {r.memory_bytes / 2**20:.0f} "
+    mfu = lambda t: accounting.mfu(tokens_per_step / t, flops, peak_per_device=peak)
+    jm, jb = med(r.jax_s), best(r.jax_s)
+    tm, tb = (med(r.torch_s), best(r.torch_s)) if r.torch_s else (float("nan"),) * 2
+    print(f"| {r.steps} | {jm * 1e3:.0f} ({jb * 1e3:.0f}) | {tokens_per_step / jm:.0f} "
+          f"| {mfu(jm):.0%} ({mfu(jb):.0%}) | {tm * 1e3:.0f} ({tb * 1e3:.0f}) "
+          f"| {tokens_per_step / tm:.0f} | {tm / jm:.2f}x ({tb / jb:.2f}x) "
+          f"| {jm / med(base.jax_s):.2f} | {r.memory_bytes / 2**20:.0f} "
           f"| {r.memory_bytes / base.memory_bytes:.2f} | {r.compile_s:.1f} "
-          f"| {r.jax_loss:.4f} / {r.torch_loss:.4f} |")
-  print("compile time (s): " + ", ".join(f"s={k}: {v:.1f}" for k, v in compile_s.items()))
+          f"| {r.jax_loss:.5f} / {r.torch_loss:.5f} |")
+  ref = 1 if 1 in compile_s else min(compile_s)  # the target compares s=8 with s=1
+  print("compile s: " + ", ".join(f"s={k}: {v:.1f} ({v / compile_s[ref]:.2f}x s={ref})"
+                                  for k, v in sorted(compile_s.items())))
   for r in results:
-    print(f"raw s={r.steps}: jax {[round(t, 3) for t in r.jax_s]} "
-          f"torch {[round(t, 3) for t in r.torch_s]}")
+    print(f"raw s={r.steps}: jax {[round(t, 2) for t in r.jax_s]} "
+          f"torch {[round(t, 2) for t in r.torch_s]}")
 
 
 if __name__ == "__main__":

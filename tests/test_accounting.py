@@ -38,3 +38,26 @@ def test_presets_have_their_published_sizes(name, millions):
   from ponder_jax.config import ModelConfig
   cfg = ModelConfig.from_config(presets.MODELS[name])
   assert abs(accounting.analytic_param_count(cfg) / 1e6 - millions) / millions < 0.01
+
+
+class _FakeDevice:
+  def __init__(self, platform, device_kind):
+    self.platform, self.device_kind = platform, device_kind
+
+
+@pytest.mark.parametrize("kind, peak", [
+    ("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12), ("NVIDIA H200", 989e12),
+    ("NVIDIA A100-SXM4-80GB", 312e12), ("NVIDIA L40S", 362e12), ("TPU v4", 275e12),
+    ("TPU v5 lite", 197e12), ("TPU v5p", 459e12), ("TPU v6 lite", 918e12),
+    ("Some Future Chip", None)])
+def test_peak_flops_table(kind, peak):
+  platform = "tpu" if kind.startswith("TPU") else "gpu"
+  assert accounting.peak_flops_per_device(_FakeDevice(platform, kind)) == peak
+
+
+def test_mfu_against_the_measured_cpu_peak():
+  peak = accounting.peak_flops_per_device()  # the CPU in tests: measured, cached
+  assert 1e9 < peak < 1e13 and accounting.peak_flops_per_device() == peak
+  assert accounting.mfu(1000.0, 2e9, n_devices=2, peak_per_device=4e12) == 0.25
+  assert accounting.mfu(1000.0, 2e9, peak_per_device=None) == 1000.0 * 2e9 / peak
+  assert accounting.mfu(1.0, 1.0, peak_per_device=0.0) == 1.0 / peak  # 0 means "look it up"
