@@ -5,6 +5,9 @@ k-Dyck data (the procedural paper's front-loading), then trained on a mixture of
 math corpus with latent thoughts (BoLT's format) and the shipped Shakespeare sample. Every
 method is a switch: `--config.ponder.steps=0`, `--config.data.pause.ratio=0`,
 `--config.data.phases.warmup.steps=0`, `--config.data.sources.math.thoughts=False`.
+The final eval covers every source, Dyck included: its loss climbs back once the warm-up phase
+ends, because front-loaded procedural data is not seen again (the paper's setting); what the
+warm-up is for is the math and text losses after it.
 """
 
 from ponder_jax.data.pipeline import phase_config
