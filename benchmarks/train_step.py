@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import platform
 import statistics
 import sys
 import time
@@ -66,8 +65,10 @@ def _ints(text: str) -> list[int]:
 
 def main(argv=None) -> None:
   args = parse_args(argv)
+  args.allocator_tuned = False
   if args.xla_flags == "recommended":
-    xla_flags.apply()
+    xla_flags.apply(allocator=False)
+    args.allocator_tuned = xla_flags.tune_host_allocator()
   load_before = os.getloadavg()
 
   import flax.linen as nn
@@ -166,10 +167,14 @@ def main(argv=None) -> None:
 
 def report(args, cfg, results, compile_s, peak, tokens_per_step, accounting, loads) -> None:
   import jax
+  import torch
+
+  import machine
   med, best = statistics.median, min
-  print(f"# {platform.node()}: {os.cpu_count()} CPUs, jax {jax.__version__}, "
-        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}, load average "
-        f"{loads[0][0]:.1f} before, {loads[1][0]:.1f} after")
+  print(f"# {machine.describe()}, jax {jax.__version__}, torch {torch.__version__}")
+  print(f"# XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}, host allocator tuned: "
+        f"{args.allocator_tuned}, load average {loads[0][0]:.1f} before, "
+        f"{loads[1][0]:.1f} after")
   print(f"# neox d{cfg.d_model} x{cfg.n_layers} layers, {cfg.n_heads} heads, vocab "
         f"{cfg.vocab_size}, batch {args.batch} x seq {args.seq}, dtype {cfg.dtype}, scan_layers "
         f"{cfg.scan_layers}, ponder remat {not args.no_remat}; {args.steps} timed steps each")
