@@ -51,6 +51,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--seq", type=int, default=256)
   parser.add_argument("--scan-layers", action="store_true", help="model.scan_layers=True")
   parser.add_argument("--no-remat", action="store_true", help="ponder.remat=False")
+  parser.add_argument("--attention", default="auto", choices=("auto", "einsum", "xla"),
+                      help="model.attention (auto = einsum on the CPU)")
   parser.add_argument("--xla-flags", default="recommended", choices=("recommended", "none"),
                       help="apply ponder_jax.xla_flags: recommended XLA flags and the host "
                            "allocator setting (flags already in $XLA_FLAGS always apply)")
@@ -85,7 +87,7 @@ def main(argv=None) -> None:
 
   cfg = ModelConfig(family="neox", vocab_size=8192, d_model=256, n_layers=4, n_heads=4,
                     rotary_pct=0.25, max_len=args.seq, dtype=args.dtype,
-                    scan_layers=args.scan_layers).validated()
+                    scan_layers=args.scan_layers, attention=args.attention).validated()
   adamw = dict(learning_rate=1e-3, b1=0.9, b2=0.95, weight_decay=0.01)
   tx = optax.adamw(adamw["learning_rate"], adamw["b1"], adamw["b2"],
                    weight_decay=adamw["weight_decay"])
@@ -177,7 +179,8 @@ def report(args, cfg, results, compile_s, peak, tokens_per_step, accounting, loa
         f"{loads[1][0]:.1f} after")
   print(f"# neox d{cfg.d_model} x{cfg.n_layers} layers, {cfg.n_heads} heads, vocab "
         f"{cfg.vocab_size}, batch {args.batch} x seq {args.seq}, dtype {cfg.dtype}, scan_layers "
-        f"{cfg.scan_layers}, ponder remat {not args.no_remat}; {args.steps} timed steps each")
+        f"{cfg.scan_layers}, attention {cfg.attention}, ponder remat {not args.no_remat}; "
+        f"{args.steps} timed steps each")
   print(f"# CPU peak: f32 2048^3 matmul in XLA = {peak / 1e9:.1f} GFLOP/s (best of 2 x 5 runs)")
   print("| s | JAX ms median (best) | JAX tok/s | MFU median (best) | PyTorch ms median (best) "
         "| PyTorch tok/s | ratio median (best) | JAX step / step(s=0) | XLA memory MiB "

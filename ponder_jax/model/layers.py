@@ -3,7 +3,7 @@
 Every projection goes through `matmul`, whose custom VJP computes the weight gradient on
 explicitly flattened 2-D operands. With XLA's default VJP the CPU layout pass asks for the
 upstream gradient transposed and recomputes e.g. the GELU backward column by column; the
-explicit form is the same math and makes the train step ~1.75x faster on the CPU
+explicit form is the same math and makes the train step 1.25x faster on the CPU
 (benchmarks/README.md). Matmul inputs are cast to the compute dtype with fp32 accumulation
 and fp32 outputs, so the residual stream, norms and softmax stay in fp32.
 """
