@@ -60,15 +60,16 @@ def test_scan_equals_unrolled_loop(family, options):
   assert np.abs(np.asarray(got) - jax.jit(model.apply)({"params": params}, tokens)).max() > 1e-3
 
 
-def test_gradients_flow_through_every_pass():
-  model, params = init_params(tiny_config("neox"), ponder_passes=3)
+@pytest.mark.parametrize("steps", [1, 2])  # s = 1: XLA removes the one-trip scan
+def test_gradients_flow_through_every_pass(steps):
+  model, params = init_params(tiny_config("neox"), ponder_passes=steps + 1)
   tokens = random_tokens((2, 10), model.cfg.vocab_size)
-  cfg = PonderConfig(steps=2)
+  cfg = PonderConfig(steps=steps)
   objective = lambda p, f: jnp.sum(jnp.sin(f(p)))
   got = jax.jit(jax.grad(lambda p: objective(
       p, lambda q: ponder.forward(model, q, tokens, ponder=cfg))))(params)
   want = jax.jit(jax.grad(lambda p: objective(
-      p, lambda q: unrolled_forward(model, q, tokens, steps=2))))(params)
+      p, lambda q: unrolled_forward(model, q, tokens, steps=steps))))(params)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4), got, want)
   # The mixture's gradient reaches E_in beyond the embedding rows that were looked up.
   unused = np.setdiff1d(np.arange(model.cfg.vocab_size), np.asarray(tokens))
@@ -108,6 +109,22 @@ def _hlo_size(steps: int) -> int:
 def test_scan_is_not_unrolled():
   small, large = _hlo_size(2), _hlo_size(8)
   assert abs(large - small) / small < 0.10, (small, large)
+
+
+def test_remat_saves_memory_at_every_step_count():
+  """XLA's temporary memory of the gradient: remat keeps one pass's activations, s = 1 included."""
+  model, params = init_params(tiny_config("neox", vocab_size=2048))
+  tokens = random_tokens((8, 64), model.cfg.vocab_size)
+
+  def temp_bytes(steps, remat):
+    cfg = PonderConfig(steps=steps, remat=remat)
+    grad = jax.grad(lambda p: ponder.forward(model, p, tokens, ponder=cfg).sum())
+    return jax.jit(grad).lower(params).compile().memory_analysis().temp_size_in_bytes
+
+  one, two = temp_bytes(1, True), temp_bytes(2, True)
+  assert one < 0.9 * temp_bytes(1, False), one
+  assert two < 0.5 * temp_bytes(2, False), two
+  assert one <= 1.05 * two, (one, two)
 
 
 def test_depth_scaled_output_init():

@@ -7,10 +7,10 @@
 
 Every position ponders in parallel, so each step is one more full causal forward with the same
 weights; gradients flow through every pass and through the softmax mixture. Each scanned step is
-rematerialised, so the backward keeps only the carried embeddings `cur` per step plus one pass's
-activations, and compile time does not grow with s. With `ponder.steps_max` the number of steps is
-a traced value drawn per batch: the scan runs steps_max iterations and skips those beyond s with
-`lax.cond`, so a batch costs s + 1 passes, not steps_max + 1.
+rematerialised (`rematerialized`), so the backward keeps only the carried embeddings `cur` per
+step plus one pass's activations, and compile time does not grow with s. With `ponder.steps_max`
+the number of steps is a traced value drawn per batch: the scan runs steps_max iterations and
+skips those beyond s with `lax.cond`, so a batch costs s + 1 passes, not steps_max + 1.
 """
 
 from __future__ import annotations
@@ -33,34 +33,64 @@ def mixture_probs(logits_BxLxV: jax.Array, top_k: int) -> jax.Array:
   return jax.nn.softmax(logits_BxLxV.astype(jnp.float32), axis=-1)
 
 
+def rematerialized(fn):
+  """fn(params, x, aux) -> array, recomputed in the backward pass instead of storing activations.
+
+  `params` (a float pytree) and `x` (the activation) are differentiated; `aux` is a pytree of
+  non-differentiable arrays (positions, segment ids). `jax.checkpoint` leaves the recomputation
+  free to run as soon as its inputs exist. Inside a `lax.scan` the backward loop holds it back,
+  but XLA removes a one-trip loop (s = 1) and then schedules the recomputation next to the last
+  pass's forward activations: with it, s = 1 took twice the memory of s = 0 and ran slower than
+  without remat (benchmarks/README.md). Here the recomputed `x` depends on the incoming cotangent
+  (x + 0 * g[0], which XLA does not fold for floats), so the recomputation waits for it.
+  """
+  @jax.custom_vjp
+  def wrapped(params, x, aux):
+    return fn(params, x, aux)
+
+  def fwd(params, x, aux):
+    return fn(params, x, aux), (params, x, aux)
+
+  def bwd(residuals, cotangent):
+    params, x, aux = residuals
+    x = x + jnp.zeros((), x.dtype) * cotangent.reshape(-1)[0].astype(x.dtype)
+    d_params, d_x = jax.vjp(lambda p, y: fn(p, y, aux), params, x)[1](cotangent)
+    return d_params, d_x, None
+
+  wrapped.defvjp(fwd, bwd)
+  return wrapped
+
+
 def forward(model: Transformer, params, tokens_BxL: jax.Array, positions_BxL=None,
             segment_ids_BxL=None, *, ponder: PonderConfig,
             steps: int | jax.Array | None = None) -> jax.Array:
   """fp32 logits [B, L, V] of the last pass; `steps` overrides ponder.steps (may be traced)."""
-  variables = {"params": params}
-  apply = lambda *args, method: model.apply(variables, *args, method=method)
+  apply = lambda p, *args, method: model.apply({"params": p}, *args, method=method)
   dtype = jnp.dtype(model.cfg.dtype)
+  layout = (positions_BxL, segment_ids_BxL)
 
-  def one_pass(cur_BxLxD):
-    h_BxLxD = apply(cur_BxLxD, positions_BxL, segment_ids_BxL, method="hidden")
-    return apply(h_BxLxD, method="logits")
+  def one_pass(p, cur_BxLxD, layout):
+    h_BxLxD = apply(p, cur_BxLxD, *layout, method="hidden")
+    return apply(p, h_BxLxD, method="logits")
 
-  e0_BxLxD = apply(tokens_BxL, method="embed")
+  e0_BxLxD = apply(params, tokens_BxL, method="embed")
   steps = ponder.steps if steps is None else steps
   if ponder.steps_max == 0 and isinstance(steps, int) and steps == 0:
-    return one_pass(e0_BxLxD)
+    return one_pass(params, e0_BxLxD, layout)
 
-  e_in_VxD = apply(method="embedding_table")
+  e_in_VxD = apply(params, method="embedding_table")
   if ponder.scale_embeds:
     scale = math.sqrt(model.cfg.d_model)
     e0_BxLxD, e_in_VxD = e0_BxLxD * scale, e_in_VxD * scale
 
-  def ponder_step(cur_BxLxD):
-    probs_BxLxV = mixture_probs(one_pass(cur_BxLxD), ponder.top_k)
+  def pass_and_mix(p_and_e_in, cur_BxLxD, layout):
+    p, e_in_VxD = p_and_e_in
+    probs_BxLxV = mixture_probs(one_pass(p, cur_BxLxD, layout), ponder.top_k)
     return cur_BxLxD + matmul(probs_BxLxV, e_in_VxD, dtype)
 
   if ponder.remat:
-    ponder_step = jax.checkpoint(ponder_step)
+    pass_and_mix = rematerialized(pass_and_mix)
+  ponder_step = lambda cur_BxLxD: pass_and_mix((params, e_in_VxD), cur_BxLxD, layout)
 
   cur_BxLxD = jnp.maximum(steps, 1) * e0_BxLxD if ponder.multiply_initial else e0_BxLxD
   if ponder.steps_max:  # traced s: run steps_max iterations, skipping those past s
@@ -69,7 +99,7 @@ def forward(model: Transformer, params, tokens_BxL: jax.Array, positions_BxL=Non
   else:
     cur_BxLxD, _ = jax.lax.scan(lambda cur, _: (ponder_step(cur), None), cur_BxLxD, None,
                                 length=steps)
-  return one_pass(cur_BxLxD)
+  return one_pass(params, cur_BxLxD, layout)
 
 
 def sample_steps(ponder: PonderConfig, rng: jax.Array) -> jax.Array | int:
