@@ -169,11 +169,11 @@ def main(argv=None) -> None:
 
 def report(args, cfg, results, compile_s, peak, tokens_per_step, accounting, loads) -> None:
   import jax
-  import torch
 
   import machine
   med, best = statistics.median, min
-  print(f"# {machine.describe()}, jax {jax.__version__}, torch {torch.__version__}")
+  torch = "" if args.no_torch else f", torch {sys.modules['torch'].__version__}"
+  print(f"# {machine.describe()}, jax {jax.__version__}{torch}")
   print(f"# XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}, host allocator tuned: "
         f"{args.allocator_tuned}, load average {loads[0][0]:.1f} before, "
         f"{loads[1][0]:.1f} after")
