@@ -78,19 +78,17 @@ def forward(model: Transformer, params, tokens_BxL: jax.Array, positions_BxL=Non
   if ponder.steps_max == 0 and isinstance(steps, int) and steps == 0:
     return one_pass(params, e0_BxLxD, layout)
 
-  e_in_VxD = apply(params, method="embedding_table")
-  if ponder.scale_embeds:
-    scale = math.sqrt(model.cfg.d_model)
-    e0_BxLxD, e_in_VxD = e0_BxLxD * scale, e_in_VxD * scale
+  scale = math.sqrt(model.cfg.d_model) if ponder.scale_embeds else 1.0
+  e0_BxLxD = e0_BxLxD * scale
 
-  def pass_and_mix(p_and_e_in, cur_BxLxD, layout):
-    p, e_in_VxD = p_and_e_in
+  def pass_and_mix(p, cur_BxLxD, layout):
+    e_in_VxD = apply(p, method="embedding_table") * scale
     probs_BxLxV = mixture_probs(one_pass(p, cur_BxLxD, layout), ponder.top_k)
     return cur_BxLxD + matmul(probs_BxLxV, e_in_VxD, dtype)
 
   if ponder.remat:
     pass_and_mix = rematerialized(pass_and_mix)
-  ponder_step = lambda cur_BxLxD: pass_and_mix((params, e_in_VxD), cur_BxLxD, layout)
+  ponder_step = lambda cur_BxLxD: pass_and_mix(params, cur_BxLxD, layout)
 
   cur_BxLxD = jnp.maximum(steps, 1) * e0_BxLxD if ponder.multiply_initial else e0_BxLxD
   if ponder.steps_max:  # traced s: run steps_max iterations, skipping those past s
