@@ -137,3 +137,20 @@ def test_depth_scaled_output_init():
   np.testing.assert_allclose(up.std(), 0.986 * base, rtol=0.05)
   np.testing.assert_allclose(out.std(), 0.986 * base / math.sqrt(2 * 4 * 4), rtol=0.05)
   assert np.abs(up).max() <= 3 * base + 1e-7
+
+
+@pytest.mark.parametrize("options", [dict(scale_embeds=True), dict(scale_embeds=True,
+                                                                    multiply_initial=True)])
+def test_fixed_and_drawn_zero_steps_are_one_model(options):
+  """s = 0 fixed and s = 0 drawn under steps_max scale E0 alike (issue 10, item 4)."""
+  model, params = init_params(tiny_config("neox"), ponder_passes=3)
+  tokens = random_tokens((2, 12), model.cfg.vocab_size)
+  fixed = jax.jit(lambda p, t: ponder.forward(model, p, t, ponder=PonderConfig(
+      steps=0, **options)))(params, tokens)
+  drawn = jax.jit(lambda p, t, s: ponder.forward(model, p, t, ponder=PonderConfig(
+      steps=0, steps_max=2, **options), steps=s))(params, tokens, jnp.asarray(0))
+  np.testing.assert_allclose(fixed, drawn, atol=1e-6, rtol=1e-6)
+  # At s = 0 multiply_initial multiplies by max(s, 1) = 1: only the sqrt(d) scale remains.
+  want = jax.jit(lambda p, t: unrolled_forward(model, p, t, steps=0, scale_embeds=True))(
+      params, tokens)
+  np.testing.assert_allclose(fixed, want, atol=1e-5, rtol=1e-5)

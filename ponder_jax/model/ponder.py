@@ -33,6 +33,11 @@ def mixture_probs(logits_BxLxV: jax.Array, top_k: int) -> jax.Array:
   return jax.nn.softmax(logits_BxLxV.astype(jnp.float32), axis=-1)
 
 
+def embed_scale(model: Transformer, ponder: PonderConfig) -> float:
+  """sqrt(d) with scale_embeds (E0 and the mixture table), else 1."""
+  return math.sqrt(model.cfg.d_model) if ponder.scale_embeds else 1.0
+
+
 def rematerialized(fn):
   """fn(params, x, aux) -> array, recomputed in the backward pass instead of storing activations.
 
@@ -73,13 +78,12 @@ def forward(model: Transformer, params, tokens_BxL: jax.Array, positions_BxL=Non
     h_BxLxD = apply(p, cur_BxLxD, *layout, method="hidden")
     return apply(p, h_BxLxD, method="logits")
 
-  e0_BxLxD = apply(params, tokens_BxL, method="embed")
+  # E0 is scaled whatever s is, so a fixed s = 0 and an s = 0 drawn under steps_max are one model.
+  scale = embed_scale(model, ponder)
+  e0_BxLxD = apply(params, tokens_BxL, method="embed") * scale
   steps = ponder.steps if steps is None else steps
   if ponder.steps_max == 0 and isinstance(steps, int) and steps == 0:
     return one_pass(params, e0_BxLxD, layout)
-
-  scale = math.sqrt(model.cfg.d_model) if ponder.scale_embeds else 1.0
-  e0_BxLxD = e0_BxLxD * scale
 
   def pass_and_mix(p, cur_BxLxD, layout):
     e_in_VxD = apply(p, method="embedding_table") * scale
