@@ -1,5 +1,6 @@
-"""Pause transforms: insertion ratio and uniformity, trimming, field alignment, PauseFT layout, and
-that no pause is ever a weighted target."""
+"""Pause transforms: insertion keeps every token of a document (no trimming), the pause fraction
+and uniform positions, field alignment, the PauseFT layout, and that no pause is ever a weighted
+target."""
 
 import numpy as np
 import pytest
@@ -17,36 +18,58 @@ def _example(n, seed=0):
           "source_id": np.full(n, 3, np.int32)}
 
 
-def test_insert_keeps_length_order_and_first_token():
-  ex = _example(200)
-  out = pause.insert_pauses(ex, ratio=0.1, pause_id=PAUSE, rng=np.random.default_rng(1))
-  assert {k: v.shape for k, v in out.items()} == {k: v.shape for k, v in ex.items()}
-  is_pause = out["tokens"] == PAUSE
-  assert 0 < is_pause.sum() <= pause.num_pauses(200, 0.1) == 20
-  assert out["tokens"][0] == ex["tokens"][0]
-  real = out["tokens"][~is_pause]
-  # The real tokens are the original prefix, in order: trimming drops only the tail.
-  np.testing.assert_array_equal(real, ex["tokens"][:real.size])
-  np.testing.assert_array_equal(out["loss_mask"][~is_pause], ex["loss_mask"][:real.size])
-  assert not out["loss_mask"][is_pause].any()
-  assert (out["source_id"] == 3).all()
+def _strip(out):
+  """The real tokens of a transformed example (pauses removed), per field."""
+  real = out["tokens"] != PAUSE
+  return {key: value[real] for key, value in out.items()}
 
 
-def test_ratio_and_uniform_positions():
-  n, ratio, draws = 100, 0.25, 2000
-  counts, position_hist = [], np.zeros(n)
+def test_every_document_keeps_all_its_tokens_in_order_and_its_ends():
+  """Nothing is trimmed: over many random documents, removing the pauses gives the document
+  back, field by field; it still starts with its first token (bos) and ends with its last
+  (eos); and every pause is a non-target carrying the source id of its document."""
+  rng = np.random.default_rng(0)
+  grown = 0
+  for seed in range(2000):
+    n = int(rng.integers(2, 300))
+    ex = _example(n, seed)
+    ex["tokens"][0], ex["tokens"][-1] = 1, 2  # bos ... eos
+    out = pause.insert_pauses(ex, ratio=0.1, pause_id=PAUSE, rng=np.random.default_rng(seed))
+    assert {k: v.shape[0] for k, v in out.items()} == dict.fromkeys(ex, out["tokens"].size)
+    for key, value in _strip(out).items():
+      np.testing.assert_array_equal(value, ex[key])
+    assert out["tokens"][0] == 1 and out["tokens"][-1] == 2
+    is_pause = out["tokens"] == PAUSE
+    assert not out["loss_mask"][is_pause].any() and (out["source_id"] == 3).all()
+    grown += is_pause.sum()
+  assert grown > 0
+
+
+def test_pause_fraction_and_uniform_positions():
+  n, ratio, draws = 100, 0.2, 2000
+  # M = 0.2 * 100 / 0.8 = 25 pauses exactly: 25 of 125 slots, a fraction of 0.2.
+  assert pause.expected_pauses(n, ratio) == 25
+  position_hist = np.zeros(n + 25)
   for seed in range(draws):
     out = pause.insert_pauses(_example(n), ratio=ratio, pause_id=PAUSE,
                               rng=np.random.default_rng(seed))
     is_pause = out["tokens"] == PAUSE
-    counts.append(is_pause.sum())
+    assert is_pause.size == 125 and is_pause.sum() == 25
     position_hist += is_pause
-  # M = 25 pauses among N + M = 125 slots of which 99 (slot 0 excluded) can hold one; the first
-  # 100 slots are kept, so E[pauses kept] = 25 * 99 / 124.
-  assert abs(np.mean(counts) - 25 * 99 / 124) < 0.3
-  assert position_hist[0] == 0
-  expected = draws * 25 / 124
-  assert np.abs(position_hist[1:] - expected).max() < 5 * np.sqrt(expected)
+  # Uniform over the 123 slots between the first and the last token.
+  assert position_hist[0] == position_hist[-1] == 0
+  expected = draws * 25 / 123
+  assert np.abs(position_hist[1:-1] - expected).max() < 5 * np.sqrt(expected)
+
+
+def test_pause_count_is_unbiased_for_short_documents():
+  """M = ratio * N / (1 - ratio) rounded at random: a 20-token document at ratio 0.1 gets 2 or 3
+  pauses, 2.22 on average, so pauses are a tenth of its grown length on average."""
+  counts = [pause.num_pauses(20, 0.1, np.random.default_rng(seed)) for seed in range(4000)]
+  assert set(counts) == {2, 3}
+  assert abs(np.mean(counts) - 20 / 9) < 0.03
+  assert abs(np.sum(counts) / (20 * len(counts) + np.sum(counts)) - 0.1) < 0.002
+  assert pause.num_pauses(1000, 0.0, np.random.default_rng(0)) == 0
 
 
 def test_seeded_and_ratio_zero():
@@ -63,7 +86,8 @@ def test_seeded_and_ratio_zero():
 
 
 def test_no_pause_target_is_weighted():
-  rows = [pause.insert_pauses(_example(128, seed), ratio=0.3, pause_id=PAUSE,
+  # Ratio 0.2 of 128 tokens: 32 pauses exactly, so the rows stack.
+  rows = [pause.insert_pauses(_example(128, seed), ratio=0.2, pause_id=PAUSE,
                               rng=np.random.default_rng(seed)) for seed in range(16)]
   batch = {k: np.stack([r[k] for r in rows]) for k in ("tokens", "loss_mask")}
   pause_target = batch["tokens"][:, 1:] == PAUSE

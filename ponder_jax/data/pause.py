@@ -1,63 +1,82 @@
 """Pause-token transforms on token examples (METHODS.md §2.1).
 
-Pretraining (PausePT): `insert_pauses` puts M = round(ratio * N) `<pause>` tokens at uniformly
-random positions of an N-token example and trims the result back to N tokens, as the paper does.
+Pretraining (PausePT): `insert_pauses` puts M `<pause>` tokens at uniformly random positions
+inside an N-token document and keeps every one of its N tokens, in order: the document grows to
+N + M tokens. The paper trims the result back to N (METHODS.md §2.5), which drops a document's
+tail (its `<eos>`, a math answer) every time; here nothing is dropped, and a grown document
+longer than `data.seq_len` is cut into explicit pieces by the pipeline like any long document.
+M is drawn so that pauses are a `ratio` share of the grown document, M/(N + M) = ratio, which
+makes `ratio` the pause fraction of the packed rows whatever the document lengths.
 Finetuning and inference (PauseFT): `pause_finetune_example` lays out `prompt, M pauses, target`
-with the loss on the target only; `append_pauses` is the inference prompt.
+with the loss on the target only (M = 0 is standard finetuning); `append_pauses` is the
+inference prompt.
 
 An example is a dict of equal-length int32 arrays with at least 'tokens' and 'loss_mask'
 (`loss_mask[t] = 1` iff token t is a training target, the convention of `ponder_jax.loss`).
 Inserted pauses get `loss_mask = 0`; the loss also drops pause targets by itself, so the model is
 never trained to predict a pause, only from one.
 
-Not here: where the randomness comes from (the pipeline seeds one generator per item) and the
-pause id (the `Vocabulary` owns it).
+Not here: where the randomness comes from (the pipeline seeds one generator per item), which
+sources get pauses (sources.py) and the pause id (the `Vocabulary` owns it).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Mapping, Sequence
 
 import numpy as np
 
 
-def num_pauses(length: int, ratio: float) -> int:
-  """M = round(ratio * N): the pauses `insert_pauses` puts into an N-token example."""
-  return int(round(ratio * length))
+def expected_pauses(length: int, ratio: float) -> float:
+  """ratio * N / (1 - ratio): the mean M that makes pauses a `ratio` share of N + M tokens."""
+  if not 0.0 <= ratio < 1.0:
+    raise ValueError(f"pause ratio must lie in [0, 1), got {ratio}")
+  return ratio * length / (1.0 - ratio)
+
+
+def num_pauses(length: int, ratio: float, rng: np.random.Generator) -> int:
+  """M for an N-token document: `expected_pauses` rounded up with the probability of its
+  fractional part, so E[M] is exact for every N. Rounding to nearest would be off by up to half
+  a pause per document, a bias of ~1 percentage point on 20-token math documents at ratio 0.1."""
+  mean = expected_pauses(length, ratio)
+  whole = math.floor(mean)
+  return whole + int(rng.random() < mean - whole) if mean > whole else whole
 
 
 def insert_pauses(example: Mapping[str, np.ndarray], *, ratio: float, pause_id: int,
-                  rng: np.random.Generator, keep_first: bool = True) -> dict[str, np.ndarray]:
+                  rng: np.random.Generator, keep_ends: bool = True) -> dict[str, np.ndarray]:
   """Pause-pretraining transform of one example; every per-token field is moved consistently.
 
-  The N + M output slots get M pauses at a uniformly random subset of slots and the N original
-  tokens, in order, in the others; the first N slots are kept. `keep_first` forbids slot 0, so
-  a document still starts with its first token (bos marks a document start; see sources.py).
-  Per-token fields other than 'tokens' and 'loss_mask' (e.g. 'source_id') repeat the value of
-  the token that follows the pause, so a pause belongs to the document it sits in.
+  The N + M output slots get M = `num_pauses(N, ratio, rng)` pauses at a uniformly random subset
+  of the eligible slots and the N original tokens, in order, in the others. With `keep_ends`
+  (the default) the first and last slots are not eligible, so a document still starts with its
+  first token (bos marks a document start; see sources.py) and ends with its last (eos): a pause
+  in front would hide the start, one after the end would predict nothing (its next token lies in
+  another packed segment). Per-token fields other than 'tokens' and 'loss_mask' (e.g.
+  'source_id') repeat the value of the token that follows the pause, so a pause belongs to the
+  document it sits in.
   """
-  if not 0.0 <= ratio < 1.0:
-    raise ValueError(f"pause ratio must lie in [0, 1), got {ratio}")
   tokens_N = np.asarray(example["tokens"])
   n = tokens_N.shape[0]
-  m = num_pauses(n, ratio)
-  first = 1 if keep_first else 0
-  if m == 0 or n <= first:
+  m = num_pauses(n, ratio, rng)
+  ends = 1 if keep_ends else 0
+  if m == 0 or n < 2 * ends:
     return {key: np.asarray(value) for key, value in example.items()}
-  slots = first + rng.permutation(n + m - first)[:m]  # a uniform m-subset (and fast)
+  slots = ends + rng.permutation(n + m - 2 * ends)[:m]  # a uniform m-subset (and fast)
   is_pause_S = np.zeros(n + m, bool)
   is_pause_S[slots] = True
-  is_pause_N = is_pause_S[:n]
-  # Index of the original token each kept slot shows: pauses point at the next real token.
-  source_N = np.minimum(np.cumsum(~is_pause_S)[:n] - ~is_pause_N, n - 1)
+  # Index of the original token each slot shows: a pause points at the next real token (the
+  # previous one for a trailing pause, possible only without keep_ends).
+  source_S = np.minimum(np.cumsum(~is_pause_S) - ~is_pause_S, n - 1)
   out = {}
   for key, value in example.items():
     value_N = np.asarray(value)
-    moved = value_N[source_N]
+    moved = value_N[source_S]
     if key == "tokens":
-      moved = np.where(is_pause_N, np.asarray(pause_id, value_N.dtype), moved)
+      moved = np.where(is_pause_S, np.asarray(pause_id, value_N.dtype), moved)
     elif key == "loss_mask":
-      moved = np.where(is_pause_N, np.zeros((), value_N.dtype), moved)
+      moved = np.where(is_pause_S, np.zeros((), value_N.dtype), moved)
     out[key] = moved
   return out
 
