@@ -4,6 +4,7 @@ orbax resume across a phase switch, eval streams, global arrays, and two real pr
 disjoint slices of one stream."""
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -232,31 +233,172 @@ def test_long_documents_become_explicit_pieces(tmp_path):
       next(it)
 
 
-def test_pause_ratio_and_no_pause_target_is_weighted(tmp_path):
+def _varied_docs(path, n, seed=0):
+  """n unique documents of 1 to 80 words (8 to ~500 bytes), blank-line separated."""
+  rng = np.random.default_rng(seed)
+  docs = [f"doc {i:03d} " + " ".join("w" * int(rng.integers(1, 6))
+                                     for _ in range(int(rng.integers(1, 80)))) for i in range(n)]
+  path.write_text("\n\n".join(docs) + "\n")
+  return docs
+
+
+@pytest.mark.parametrize("ratio", [0.1, 0.3])
+def test_pause_fraction_of_packed_rows_and_no_pause_target_is_weighted(tmp_path, ratio):
+  """Pauses are `ratio` of the non-padding tokens of the text and math rows (to 1 percentage
+  point, whatever the document lengths); the procedural source gets none by default."""
   from ponder_jax.loss import target_weights
-  cfg = _config(tmp_path, pause_ratio=0.1, phases={"main": pipeline.phase_config(
-      0, text=1.0, sort=1.0)}, sort=source_config("procedural", task="sort", length=6, vocab=30,
-                                                  pause=False))
-  cfg.sources.text.path = str(tmp_path / "long_docs.txt")
-  _write_docs(tmp_path / "long_docs.txt", 200, extra="word " * 8)  # 50-byte documents
+  cfg = _config(tmp_path, pause_ratio=ratio, phases={"main": pipeline.phase_config(
+      0, text=2.0, math=1.0, sort=1.0)}, sort=source_config("procedural", task="sort", length=6,
+                                                            vocab=30),
+      math=source_config("math"))
+  cfg.sources.text.path = str(tmp_path / "varied.txt")
+  _varied_docs(tmp_path / "varied.txt", 300)
   names = pipeline.source_names(cfg)
   it = pipeline.make_train_iterator(cfg, VOCAB, global_batch_size=8)
-  pauses = real = 0
-  for _ in range(20):
+  pauses = real = sort_tokens = 0
+  for _ in range(40):
     batch = next(it)
     pause_target = batch["tokens"][:, 1:] == VOCAB.pause_id
     for pause_id in (None, VOCAB.pause_id):
       assert not np.asarray(target_weights(batch, pause_id))[pause_target].any()
     for _, _, source_ids, tokens, loss_mask in _segments(batch):
-      n_pause = int((tokens == VOCAB.pause_id).sum())
+      is_pause = tokens == VOCAB.pause_id
       if names[source_ids[0]] == "sort":
-        assert n_pause == 0  # pause: false for this source
+        assert not is_pause.any()  # procedural: no pauses by default
+        sort_tokens += tokens.size
       else:
-        assert tokens[0] == VOCAB.bos_id and not loss_mask[tokens == VOCAB.pause_id].any()
-        pauses, real = pauses + n_pause, real + tokens.size
-  # 5 pauses per 52-token document (round(0.1 * 52)) among 56 slots, 51 of them eligible; the
-  # first 52 are kept: E[pauses kept] = 5 * 51 / 56 ... 4.55 per 52 tokens.
-  assert pauses > 500 and abs(pauses / real - 5 * 51 / 56 / 52) < 0.01
+        assert not loss_mask[is_pause].any()
+        pauses, real = pauses + int(is_pause.sum()), real + tokens.size
+  assert pauses > 1000 and sort_tokens > 1000
+  assert abs(pauses / real - ratio) < 0.01, pauses / real
+
+
+def test_an_explicit_override_puts_pauses_into_a_procedural_source(tmp_path):
+  cfg = _config(tmp_path, pause_ratio=0.2, phases={"main": pipeline.phase_config(0, sort=1.0)},
+                sort=source_config("procedural", task="sort", length=12, vocab=30, pause=True))
+  batch = next(pipeline.make_train_iterator(cfg, VOCAB, global_batch_size=8))
+  used = batch["segment_ids"] > 0
+  assert abs((batch["tokens"][used] == VOCAB.pause_id).mean() - 0.2) < 0.05
+  # The output span is still all there: 12 targets per item, none of them a pause.
+  for _, _, _, tokens, loss_mask in _segments(batch):
+    assert loss_mask.sum() == 12 and not (tokens[loss_mask > 0] == VOCAB.pause_id).any()
+
+
+def _documents(cfg, name, n):
+  """The first n documents of a source's train stream, their pieces joined."""
+  docs, stream = {}, iter(pipeline.source_stream(cfg, VOCAB, name))
+  while len(docs) <= n:
+    item = next(stream)
+    docs.setdefault(int(item["doc_index"]), []).append(item)
+  return [{k: np.concatenate([p[k] for p in docs[g]]) for k in ("tokens", "loss_mask")}
+          for g in sorted(docs)[:n]]
+
+
+def test_pause_insertion_keeps_every_document_whole(tmp_path):
+  """Every document keeps every token in order and its eos; grown documents longer than a row
+  are cut into pieces like any long document."""
+  docs = _varied_docs(tmp_path / "varied.txt", 300)
+  cfg = _config(tmp_path, pause_ratio=0.3)
+  cfg.sources.text.update(path=str(tmp_path / "varied.txt"), eval_fraction=0.0)
+  plain = dict(cfg.to_dict(), pause={"ratio": 0.0, "in_eval": False})
+  with_pauses, without = _documents(cfg, "text", 300), _documents(plain, "text", 300)
+  for grown, doc in zip(with_pauses, without):
+    real = grown["tokens"] != VOCAB.pause_id
+    np.testing.assert_array_equal(grown["tokens"][real], doc["tokens"])
+    np.testing.assert_array_equal(grown["loss_mask"][real], doc["loss_mask"])
+    assert grown["tokens"][-1] == VOCAB.eos_id and grown["tokens"][0] == VOCAB.bos_id
+  assert sorted(_text_of(d["tokens"]) for d in without) == sorted(docs)
+  assert sum(d["tokens"].size for d in with_pauses) > 1.3 * sum(d["tokens"].size for d in without)
+
+
+@pytest.mark.parametrize("prior_prob", [1.0, 0.0])
+def test_math_answers_survive_pauses_in_both_thought_layouts(tmp_path, prior_prob):
+  """Prior form `Q <SoL><PRIOR> Z <EoL> A` ends with the answer, posterior form `Q <SoL><EoL> A
+  <SoL><POSTERIOR> Z <EoL>` with the thought: with pauses removed, every document is whole."""
+  import re
+  from ponder_jax.data import math_corpus
+  cfg = _config(tmp_path, pause_ratio=0.2, phases={"main": pipeline.phase_config(0, math=1.0)},
+                math=source_config("math", train_size=200, prior_prob=prior_prob))
+  texts = {r["text"]: r for r in (math_corpus.MathCorpus(
+      math_corpus.MathCorpusConfig(train_size=200), "train")[i] for i in range(200))}
+  docs = _documents(cfg, "math", 200)
+  assert sum(int((d["tokens"] == VOCAB.pause_id).sum()) for d in docs) > 500
+  latent = re.escape(VOCAB.decode([VOCAB.sol_id])) + ".*?" + re.escape(
+      VOCAB.decode([VOCAB.eol_id]))
+  for doc in docs:
+    tokens = doc["tokens"][doc["tokens"] != VOCAB.pause_id]
+    assert tokens[0] == VOCAB.bos_id and tokens[-1] == VOCAB.eos_id
+    text = VOCAB.decode(tokens[1:-1])
+    record = texts[re.sub(latent, "", text)]  # the observed text: question + answer, whole
+    before_eos = VOCAB.decode(tokens[-1 - len(VOCAB.encode(record["answer_text"])):-1])
+    if prior_prob == 1.0:
+      assert before_eos == record["answer_text"]
+      assert VOCAB.decode([VOCAB.prior_id]) in text
+    else:
+      assert VOCAB.decode([VOCAB.posterior_id]) in text
+      assert text.endswith(record["thought"] + VOCAB.decode([VOCAB.eol_id]))
+
+
+# Finetune rows ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("m", [0, 5])
+def test_finetune_rows_prompt_pauses_target_and_target_weights(tmp_path, m):
+  """PauseFT rows through packing: bos, prompt, exactly M pauses, target, eos; the loss weight is
+  1 exactly where the *target* token is an answer token or eos. Inserted pauses never apply to a
+  finetune source (data.pause.ratio > 0 here)."""
+  from ponder_jax.loss import target_weights
+  cfg = _config(tmp_path, pause_ratio=0.3, phases={"main": pipeline.phase_config(0, ft=1.0)},
+                ft=source_config("finetune", generator="math", num_pauses=m,
+                                 kinds=("multiplication", "addition", "linear_equation")))
+  it = pipeline.make_train_iterator(cfg, VOCAB, global_batch_size=8)
+  questions = 0
+  for _ in range(3):
+    batch = next(it)
+    want = np.zeros(batch["tokens"].shape, bool)  # token t is a target-span token
+    for row, segment, _, tokens, loss_mask in _segments(batch):
+      is_pause = np.flatnonzero(tokens == VOCAB.pause_id)
+      text = VOCAB.decode(tokens)
+      assert tokens[0] == VOCAB.bos_id and tokens[-1] == VOCAB.eos_id
+      question = re.match(r"<bos>(Solve .*?\.|.*?=)", text).group(1)
+      start = 1 + len(VOCAB.encode(question))  # the first pause (or target) position
+      np.testing.assert_array_equal(is_pause, np.arange(start, start + m))
+      np.testing.assert_array_equal(loss_mask, np.arange(tokens.size) >= start + m)
+      where = np.flatnonzero(batch["segment_ids"][row] == segment)
+      want[row, where[start + m:]] = True
+      questions += 1
+    weights = np.asarray(target_weights(batch, VOCAB.pause_id))
+    np.testing.assert_array_equal(weights, want[:, 1:].astype(np.float32))
+  assert questions > 40
+
+
+def test_finetune_m0_is_standard_finetuning(tmp_path):
+  """The M = 0 stream is the M = 10 stream with its pauses removed, item for item."""
+  def stream(m):
+    cfg = _config(tmp_path, phases={"main": pipeline.phase_config(0, ft=1.0)},
+                  ft=source_config("finetune", generator="math", num_pauses=m, train_size=50,
+                                   kinds=("multiplication", "linear_equation")))
+    it = iter(pipeline.source_stream(cfg, VOCAB, "ft"))
+    return [next(it) for _ in range(50)]
+  for paused, std in zip(stream(10), stream(0)):
+    keep = paused["tokens"] != VOCAB.pause_id
+    assert (~keep).sum() == 10
+    for key in ("tokens", "loss_mask"):
+      np.testing.assert_array_equal(paused[key][keep], std[key])
+
+
+def test_finetune_eval_and_too_long_examples(tmp_path):
+  cfg = _config(tmp_path, phases={"main": pipeline.phase_config(0, ft=1.0)},
+                ft=source_config("finetune", generator="math", num_pauses=2,
+                                 kinds=("multiplication",), validation_size=12))
+  ev = pipeline.make_eval_iterators(cfg, VOCAB, global_batch_size=4, num_batches=2)
+  segments = [seg for b in ev["ft"] for seg in _segments(b)]
+  assert len(segments) == 12
+  assert all((t == VOCAB.pause_id).sum() == 2 and m.sum() > 1 for _, _, _, t, m in segments)
+  cfg.sources.ft.num_pauses = 60  # 60 pauses + a question do not fit a 64-token row
+  with pytest.raises(ValueError, match=r"data.sources.ft: .* more than data.seq_len = 64, and a "
+                                       r"finetune example is never cut"):
+    next(pipeline.make_train_iterator(cfg, VOCAB, global_batch_size=4))
 
 
 # Checkpoints ----------------------------------------------------------------------------------

@@ -216,6 +216,16 @@ def test_empty_source_names_the_key(tmp_path, contents, kind):
     ({"kind": "thoughts", "path": __file__, "prior_prob": 2.0}, "data.sources.s.prior_prob"),
     ({"kind": "text", "pause": "yes"}, "data.sources.s.pause"),
     ({"kind": "tfds"}, "data.sources.s.name"),
+    ({"kind": "finetune", "generator": "csv"}, "data.sources.s.generator"),
+    ({"kind": "finetune", "generator": "math", "path": "x"}, "data.sources.s.path"),
+    ({"kind": "finetune", "path": __file__, "promt_field": "q"}, "data.sources.s.promt_field"),
+    ({"kind": "finetune", "path": __file__, "target_field": ""}, "data.sources.s.target_field"),
+    ({"kind": "finetune", "path": "/no/such.jsonl"}, "data.sources.s.path"),
+    ({"kind": "finetune", "path": __file__, "num_pauses": -1}, "data.sources.s.num_pauses"),
+    ({"kind": "finetune", "path": __file__, "pause": True}, "data.sources.s.pause"),
+    ({"kind": "finetune", "generator": "procedural", "task": "sort", "depth": 2},
+     "data.sources.s.depth"),
+    ({"kind": "finetune", "generator": "math", "train_size": -1}, "data.sources.s.train_size"),
 ])
 def test_bad_sections_name_the_key(section, key):
   with pytest.raises(ConfigError, match=key.replace(".", r"\.") + "'"):
@@ -226,6 +236,141 @@ def test_source_config_rejects_unknown_keys():
   with pytest.raises(ConfigError, match="delim"):
     sources.source_config("text", delim="x")
   assert sources.source_config("procedural", task="dyck", k=8).k == 8
+  with pytest.raises(ConfigError, match="'generator'"):
+    sources.source_config("finetune", generator="csv")
+  with pytest.raises(ConfigError, match="'field'"):  # a jsonl *kind* key, not a finetune one
+    sources.source_config("finetune", field="text")
+  with pytest.raises(ConfigError, match="'path'"):  # a key of the jsonl generator, not math's
+    sources.source_config("finetune", generator="math", path="x.jsonl")
+  assert sources.source_config("finetune", generator="procedural", task="sort", length=4).length
+
+
+# Pauses by kind -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("section, pause", [
+    (sources.source_config("text"), True),
+    (sources.source_config("math"), True),
+    (sources.source_config("thoughts", path=__file__), True),
+    (sources.source_config("jsonl", path=__file__), True),
+    (sources.source_config("tfds", name="x"), True),
+    (sources.source_config("tfds", name="x", layout="thoughts"), True),
+    (sources.source_config("tfds", name="x", layout="procedural"), False),
+    (sources.source_config("procedural", task="dyck"), False),
+    (sources.source_config("finetune", generator="math"), False),
+    (sources.source_config("procedural", task="dyck", pause=True), True),  # overrides win
+    (sources.source_config("math", pause=False), False),
+    ({"kind": "procedural", "task": "sort", "pause": True}, True),
+])
+def test_pause_default_is_by_kind_and_an_override_wins(section, pause):
+  spec = sources.validate_source("s", section)
+  assert spec.pause is pause
+
+
+def test_pause_override_parses_on_the_command_line(tmp_path):
+  """`pause` defaults to a typed None, so `--config.data.sources.<name>.pause=true` parses;
+  sections never share the value."""
+  from absl import flags
+  from ml_collections import config_flags
+  path = tmp_path / "cfg.py"
+  path.write_text("import ml_collections\nfrom ponder_jax.data.sources import source_config\n"
+                  "def get_config():\n"
+                  "  return ml_collections.ConfigDict({'a': source_config('procedural', "
+                  "task='dyck'), 'b': source_config('procedural', task='dyck')})\n")
+  argv = ["prog", f"--config={path}", "--config.a.pause=true"]
+  values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "", flag_values=values, lock_config=True,
+                                  sys_argv=argv)
+  values(argv)
+  config = values.config
+  assert config.a.pause is True and config.b.pause is None
+  assert sources.validate_source("a", config.a).pause
+  assert not sources.validate_source("b", config.b).pause
+  with pytest.raises(TypeError):
+    config.b.pause = "yes"
+
+
+# Finetune pairs -----------------------------------------------------------------------------
+
+
+def _finetune_jsonl(tmp_path, lines):
+  path = tmp_path / "ft.jsonl"
+  path.write_text("\n".join(json.dumps(x) if isinstance(x, dict) else x for x in lines) + "\n")
+  return path
+
+
+@pytest.mark.parametrize("m", [0, 3])
+def test_finetune_jsonl_layout_and_loss_on_the_target_only(tmp_path, m):
+  path = _finetune_jsonl(tmp_path, [{"q": f"question {i}?", "a": f" answer {i}", "x": 1}
+                                    for i in range(10)])
+  section = sources.source_config("finetune", path=str(path), prompt_field="q", target_field="a",
+                                  num_pauses=m, eval_fraction=0.2)
+  train, held_out = _open("f", section), _open("f", section, "eval")
+  assert (len(train), len(held_out)) == (8, 2)
+  ex = held_out.example(held_out[1], None)
+  prompt, target = [VOCAB.bos_id, *VOCAB.encode("question 9?")], [*VOCAB.encode(" answer 9"),
+                                                                   VOCAB.eos_id]
+  np.testing.assert_array_equal(ex["tokens"], prompt + [VOCAB.pause_id] * m + target)
+  np.testing.assert_array_equal(ex["loss_mask"], [0] * (len(prompt) + m) + [1] * len(target))
+  # The same pair without pauses is the standard-finetuning (StdFT) example.
+  std = _open("f", sources.source_config("finetune", path=str(path), prompt_field="q",
+                                         target_field="a", num_pauses=0, eval_fraction=0.2),
+              "eval").example(held_out[1], None)
+  keep = ex["tokens"] != VOCAB.pause_id
+  for key in ("tokens", "loss_mask"):
+    np.testing.assert_array_equal(ex[key][keep], std[key])
+
+
+def test_finetune_jsonl_bad_lines_name_file_and_line(tmp_path):
+  path = _finetune_jsonl(tmp_path, [{"prompt": "p", "target": "t"}, "", "{broken",
+                                    {"prompt": "p"}, {"prompt": "p", "target": 7},
+                                    {"prompt": "p2", "target": "t2"}])
+  section = sources.source_config("finetune", path=str(path), eval_fraction=0.0)
+  with pytest.raises(ValueError, match=f"{path}:3: "):
+    _open("f", section)
+  section.on_error = "skip"
+  source = _open("f", section)
+  assert [source[i][1] for i in range(len(source))] == [("p", "t"), ("p2", "t2")]
+  assert source.num_skipped == 3 and source.first_skipped.startswith(f"{path}:3: ")
+  path.write_text('{"prompt": "p", "target": "t"}\n{"prompt": "p"}\n')
+  with pytest.raises(ValueError, match=f"{path}:2: missing field 'target'"):
+    _open("f", sources.source_config("finetune", path=str(path), eval_fraction=0.0))
+
+
+def test_finetune_math_question_to_answer():
+  corpus = dict(seed=3, validation_size=20)
+  section = sources.source_config("finetune", generator="math", num_pauses=4, **corpus)
+  train, held_out = _open("m", section), _open("m", section, "eval")
+  config = math_corpus.MathCorpusConfig(**corpus)
+  for source, split in ((train, "train"), (held_out, "validation")):
+    records = math_corpus.MathCorpus(config, split)
+    for i in range(20):
+      record, ex = records[i], source.example(source[i], None)
+      text = VOCAB.decode(ex["tokens"])
+      assert text == f"<bos>{record['question']}{'<pause>' * 4}{record['answer_text']}<eos>"
+      assert VOCAB.decode(ex["tokens"][ex["loss_mask"] > 0]) == record["answer_text"] + "<eos>"
+  assert len(held_out) == 20
+
+
+@pytest.mark.parametrize("task, params", [("sort", dict(length=8, vocab=20)),
+                                          ("needle", dict(max_pairs=6))])
+def test_finetune_procedural_input_to_output(task, params):
+  section = sources.source_config("finetune", generator="procedural", task=task, num_pauses=2,
+                                  seed=4, **params)
+  train, held_out = _open("p", section), _open("p", section, "eval")
+  native = _open("p", sources.source_config("procedural", task=task, seed=4, **params))
+  for i in range(10):
+    item = native.example(native[i], None)
+    span = np.flatnonzero(item["loss_mask"])
+    ex = train.example(train[i], None)
+    # input, 2 pauses, the output span; the padding after the span is dropped.
+    want = [*item["tokens"][:span[0]], VOCAB.pause_id, VOCAB.pause_id,
+            *item["tokens"][span[0]:span[-1] + 1]]
+    np.testing.assert_array_equal(ex["tokens"], want)
+    np.testing.assert_array_equal(ex["loss_mask"], [0] * (span[0] + 2) + [1] * span.size)
+  assert len(held_out) == 1024
+  eval_items = {tuple(held_out.example(held_out[i], None)["tokens"]) for i in range(20)}
+  assert not eval_items & {tuple(train.example(train[i], None)["tokens"]) for i in range(20)}
 
 
 def test_missing_shipped_text_names_the_key(tmp_path, monkeypatch):

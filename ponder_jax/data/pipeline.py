@@ -8,10 +8,14 @@ Per source (a `data.sources.<name>` section, see sources.py), a grain MapDataset
   -> [process_index::process_count]
 so item g of a source's stream is the same on every host count, and host h reads items
 g = h, h + P, h + 2P, ...: disjoint slices whose union is the one-process stream.
-Documents longer than `data.seq_len` are cut into consecutive pieces of at most seq_len tokens
+Pause insertion (data.pause.ratio, for the sources whose `pause` resolves true: see sources.py)
+grows a document by its pauses and drops none of its tokens. Documents longer than
+`data.seq_len`, grown ones included, are cut into consecutive pieces of at most seq_len tokens
 (`data.packing.split_long`, else an error naming the source and document): the first piece starts
 with bos, only the last ends with eos, and every piece is its own segment, so a continuation is
-explicit in the tokens and attention never crosses a cut. Nothing is silently truncated.
+explicit in the tokens and attention never crosses a cut. Nothing is silently truncated. A
+finetune example is never cut (its target would lose its prompt): one longer than seq_len is an
+error naming the source.
 
 Phases (`data.phases.<name>`: `steps` and `weights` = {source: positive weight}) run in the order
 `data.phase_order`; every phase but the last lasts `steps` steps (0 skips it), the last runs to
@@ -27,8 +31,8 @@ Host-local batch (int32 numpy arrays [B_local, seq_len]):
   tokens       ids; padding is vocab.pad_id
   segment_ids  1, 2, ... per packed document or piece; 0 = padding
   positions    position within the segment; 0 on padding
-  loss_mask    1 where the token is a training target (procedural output spans, everything for
-               text and thoughts); 0 on padding and on inserted pauses
+  loss_mask    1 where the token is a training target (procedural output spans, finetune
+               targets, everything for text and thoughts); 0 on padding and on pauses
   source_id    index into `source_names(data_cfg)` of the source of each token; -1 on padding
 The train iterator is a grain DatasetIterator: `get_state`/`set_state` (and orbax through
 `grain.checkpoint.CheckpointHandler`) capture the step, the phase and every grain position, so a
@@ -300,15 +304,16 @@ class _Pieces(grain.experimental.FlatMapTransform):
 
   max_fan_out = 1 << 20
 
-  def __init__(self, seq_len: int, split: bool, source_key: str, stack: bool):
+  def __init__(self, seq_len: int, split: bool, source_key: str, stack: bool,
+               no_split_reason: str = "data.packing.split_long is false"):
     self._seq_len, self._split, self._key, self._stack = seq_len, split, source_key, stack
+    self._no_split_reason = no_split_reason
 
   def flat_map(self, example: dict[str, Any]) -> list[dict[str, Any]]:
     n = example["tokens"].shape[0]
     if n > self._seq_len and not self._split:
       raise ValueError(f"{self._key}: stream item {example['doc_index']} has {n} tokens, more "
-                       f"than data.seq_len = {self._seq_len}, and data.packing.split_long is "
-                       "false")
+                       f"than data.seq_len = {self._seq_len}, and {self._no_split_reason}")
     meta = {k: example[k] for k in _META}
     if self._stack:
       per_token = {"fields": np.stack([example[k] for k in _PACKED_FIELDS], axis=1)}
@@ -336,8 +341,12 @@ def _source_stream(spec: DataSpec, source: sources_lib.TokenSource, vocab: Vocab
     ds = ds[start:]
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=spec.read_threads,
                                             prefetch_buffer_size=4 * spec.read_threads))
-  return grain.experimental.FlatMapIterDataset(
-      it, _Pieces(spec.seq_len, spec.packing["split_long"], source.spec.key, stack))
+  if source.spec.kind == "finetune":
+    pieces = _Pieces(spec.seq_len, False, source.spec.key, stack,
+                     "a finetune example is never cut (its target would lose its prompt)")
+  else:
+    pieces = _Pieces(spec.seq_len, spec.packing["split_long"], source.spec.key, stack)
+  return grain.experimental.FlatMapIterDataset(it, pieces)
 
 
 def source_stream(data_cfg: Any, vocab: Vocabulary, name: str, *, split: str = "train",

@@ -2,7 +2,11 @@
 source of raw records plus the function that turns a record into a token example.
 
 Kinds and their keys (`source_config(kind)` gives a section with every key at its default):
-  every kind     kind, pause (bool: pause insertion applies to this source)
+  every kind     kind, pause (whether pause insertion at data.pause.ratio applies: true, false,
+                 or None, the default: by kind. On for text, jsonl, array_record, tfds with a
+                 text or thoughts layout, math and thoughts; off for procedural data (tfds
+                 layout 'procedural' too), since neither the pause nor the procedural paper puts
+                 pauses into it, and for finetune, whose examples carry their own)
   text           path ('' = the shipped data/shakespeare.txt), delimiter (a regex between
                  documents; default: blank lines), eval_fraction (held-out tail of the documents)
   jsonl          path, field (the text key of each JSON object), on_error ('raise' | 'skip': a
@@ -21,12 +25,27 @@ Kinds and their keys (`source_config(kind)` gives a section with every key at it
   thoughts       path (thought-record JSONL, see thoughts.py), prior_prob, eval_fraction
   procedural     task, seed, num_items, eval_items and the task's own parameters (e.g. k,
                  length); the eval split is drawn with seed + EVAL_SEED_OFFSET
+  finetune       prompt -> target pairs for pause finetuning (PauseFT, METHODS.md §2.1):
+                 generator ('jsonl' | 'math' | 'procedural'), num_pauses (M_ft, the pauses
+                 between prompt and target; 0 = standard finetuning, StdFT), and the keys of
+                 the generator, which follow the kind of the same name:
+                   jsonl       path, prompt_field ('prompt'), target_field ('target'), on_error,
+                               eval_fraction
+                   math        the math corpus keys: question -> answer_text (`123*45=` ->
+                               `5535`); the eval split is the corpus's validation split
+                   procedural  task, seed, num_items, eval_items, task parameters: the tokens
+                               before an item's output span (its loss mask) -> the span;
+                               the padding after it is dropped
+                 Pause insertion never applies to it (pause must stay None or false).
 
 Token examples are dicts of int32 arrays 'tokens' and 'loss_mask' (1 = the token is a target).
 Natural text is `bos text eos` with loss everywhere (as BoLT and MaxText); thought documents use
 thoughts.format_thought_document; procedural items keep their own loss masks, their task-local
 symbols mapped to global ids by `Vocabulary.procedural_id`, and get no bos/eos (the packer's
-segment ids separate items). Every example is checked against the vocabulary size.
+segment ids separate items). Finetune pairs are `bos prompt <pause>*M target eos` (procedural
+pairs: `prompt <pause>*M target` in mapped symbols, no bos/eos), laid out by
+pause.pause_finetune_example with the loss on the target (and eos) only; prompt and target are
+tokenized separately. Every example is checked against the vocabulary size.
 
 Not here: shuffling, pause insertion, per-host slicing, mixing and packing (pipeline.py).
 """
@@ -47,6 +66,7 @@ import numpy as np
 
 from ponder_jax.config import ConfigError, _check
 from ponder_jax.data import math_corpus, procedural, thoughts
+from ponder_jax.data import pause as pause_lib
 from ponder_jax.data.vocab import Vocabulary
 
 SPLITS = ("train", "eval")
@@ -55,8 +75,14 @@ ON_ERROR = ("raise", "skip")
 EVAL_SEED_OFFSET = 2**32  # procedural eval items: seed + this, disjoint from any train seed
 SHIPPED_TEXT = "shakespeare.txt"
 
-_COMMON = {"kind": "", "pause": True}
+FINETUNE_GENERATORS = ("jsonl", "math", "procedural")
+# M_ft: the pause paper tries 10 and 50 per task and reports the better; 10 is GSM8k's best.
+DEFAULT_FINETUNE_PAUSES = 10
+
+_COMMON = {"kind": "", "pause": None}
 _MATH_KEYS = {f.name: f.default for f in dataclasses.fields(math_corpus.MathCorpusConfig)}
+_PROCEDURAL_KEYS = {"task": "", "seed": 0, "num_items": procedural.DEFAULT_NUM_ITEMS,
+                    "eval_items": 1024}
 _KIND_DEFAULTS: dict[str, dict[str, Any]] = {
     "text": {"path": "", "delimiter": r"\n\s*\n", "eval_fraction": 0.05},
     "jsonl": {"path": "", "field": "text", "on_error": "raise", "eval_fraction": 0.05},
@@ -65,10 +91,36 @@ _KIND_DEFAULTS: dict[str, dict[str, Any]] = {
              "layout": "text", "prior_prob": 0.5},
     "math": {**_MATH_KEYS, "thoughts": True, "prior_prob": 0.5},
     "thoughts": {"path": "", "prior_prob": 0.5, "eval_fraction": 0.05},
-    "procedural": {"task": "", "seed": 0, "num_items": procedural.DEFAULT_NUM_ITEMS,
-                   "eval_items": 1024},
+    "procedural": _PROCEDURAL_KEYS,
+    "finetune": {"generator": "jsonl", "num_pauses": DEFAULT_FINETUNE_PAUSES},
 }
 KINDS = tuple(_KIND_DEFAULTS)
+# A finetune section's keys beyond its own depend on its generator.
+_FINETUNE_GENERATOR_DEFAULTS: dict[str, dict[str, Any]] = {
+    "jsonl": {"path": "", "prompt_field": "prompt", "target_field": "target",
+              "on_error": "raise", "eval_fraction": 0.05},
+    "math": _MATH_KEYS,
+    "procedural": _PROCEDURAL_KEYS,
+}
+
+
+def _defaults(kind: str, generator: Any = None) -> dict[str, Any]:
+  """Every key of a `kind` section at its default (a finetune section's, for `generator`)."""
+  defaults = {**_COMMON, **_KIND_DEFAULTS[kind], "kind": kind}
+  if kind == "finetune":
+    defaults["generator"] = generator or defaults["generator"]
+    defaults.update(_FINETUNE_GENERATOR_DEFAULTS.get(defaults["generator"], {}))
+  return defaults
+
+
+def _role(kind: str, options: Mapping[str, Any]) -> str:
+  """The kind whose keys a section's options follow: a finetune section's generator."""
+  return options.get("generator", "jsonl") if kind == "finetune" else kind
+
+
+def _pauses_by_default(kind: str, options: Mapping[str, Any]) -> bool:
+  """What pause = None means: insertion for natural-text and math documents only."""
+  return kind not in ("procedural", "finetune") and options.get("layout") != "procedural"
 
 
 def shipped_text_path() -> str:
@@ -84,18 +136,26 @@ def source_config(kind: str, **overrides: Any) -> ml_collections.ConfigDict:
   """
   if kind not in _KIND_DEFAULTS:
     raise ConfigError("kind", kind, f"unknown source kind; known kinds are {list(KINDS)}")
-  section = {**_COMMON, **_KIND_DEFAULTS[kind], "kind": kind}
+  generator = overrides.get("generator")
+  if kind == "finetune" and generator is not None and generator not in FINETUNE_GENERATORS:
+    raise ConfigError("generator", generator, f"must be one of {FINETUNE_GENERATORS}")
+  section = _defaults(kind, generator)
+  task_params = _role(kind, section) == "procedural"
   for key, value in overrides.items():
-    if key not in section and kind != "procedural":
+    if key not in section and not task_params:
       raise ConfigError(key, value, f"unknown key of a {kind} source; known keys are "
                         f"{sorted(section)}")
     section[key] = value
+  if section["pause"] is None:
+    # Typed, so that `--config.data.sources.<name>.pause=true` parses (ml_collections cannot
+    # override a plain None); a new reference per section, so no two sections share one.
+    section["pause"] = ml_collections.FieldReference(None, field_type=bool)
   return ml_collections.ConfigDict(section)
 
 
 @dataclasses.dataclass(frozen=True)
 class SourceSpec:
-  """A validated `data.sources.<name>` section."""
+  """A validated `data.sources.<name>` section; `pause` is resolved (None -> by kind)."""
   name: str
   kind: str
   pause: bool
@@ -120,15 +180,28 @@ def validate_source(name: str, section: Mapping[str, Any]) -> SourceSpec:
   kind = section.get("kind", "")
   _check(kind in _KIND_DEFAULTS, f"{prefix}.kind", kind,
          f"unknown source kind; known kinds are {list(KINDS)}")
-  defaults = {**_COMMON, **_KIND_DEFAULTS[kind]}
-  if kind != "procedural":  # task parameters are checked by procedural.make_procedural_source
+  role = _role(kind, section)
+  if kind == "finetune":
+    _check(role in FINETUNE_GENERATORS, f"{prefix}.generator", role,
+           f"must be one of {FINETUNE_GENERATORS}")
+  defaults = _defaults(kind, role if kind == "finetune" else None)
+  if role != "procedural":  # task parameters are checked by procedural.make_procedural_source
     for key in section:
       _check(key in defaults, f"{prefix}.{key}", section[key],
              f"unknown key of a {kind} source; known keys are {sorted(defaults)}")
   options = {**defaults, **section}
   pause = options.pop("pause")
   options.pop("kind")
-  _check(isinstance(pause, bool), f"{prefix}.pause", pause, "must be true or false")
+  _check(pause is None or isinstance(pause, bool), f"{prefix}.pause", pause,
+         "must be true, false or None (None: by kind)")
+  if kind == "finetune":
+    _check(not pause, f"{prefix}.pause", pause, "pause insertion never applies to a finetune "
+           "source; its num_pauses sets the pauses between prompt and target")
+    m = options["num_pauses"]
+    _check(isinstance(m, int) and not isinstance(m, bool) and m >= 0, f"{prefix}.num_pauses",
+           m, "must be an integer >= 0 (0: standard finetuning)")
+  if pause is None:
+    pause = _pauses_by_default(kind, options)
   if "eval_fraction" in options:
     frac = options["eval_fraction"]
     _check(isinstance(frac, (int, float)) and 0.0 <= frac < 1.0, f"{prefix}.eval_fraction",
@@ -137,7 +210,7 @@ def validate_source(name: str, section: Mapping[str, Any]) -> SourceSpec:
     p = options["prior_prob"]
     _check(isinstance(p, (int, float)) and 0.0 <= p <= 1.0, f"{prefix}.prior_prob", p,
            "must be a probability in [0, 1]")
-  if kind in ("jsonl", "thoughts", "array_record") or (kind == "text" and options["path"]):
+  if role in ("jsonl", "thoughts", "array_record") or (kind == "text" and options["path"]):
     _check(bool(options["path"]), f"{prefix}.path", options["path"],
            f"a {kind} source needs a path")
     _check(bool(_expand_paths(options["path"])), f"{prefix}.path", options["path"],
@@ -154,10 +227,12 @@ def validate_source(name: str, section: Mapping[str, Any]) -> SourceSpec:
                         f"not a regular expression ({e})") from None
     _check(bool(options["delimiter"]), f"{prefix}.delimiter", options["delimiter"],
            "must not be empty")
-  if kind == "jsonl":
+  if role == "jsonl":
     _check(options["on_error"] in ON_ERROR, f"{prefix}.on_error", options["on_error"],
            f"must be one of {ON_ERROR}")
-    _check(bool(options["field"]), f"{prefix}.field", options["field"], "must name a key")
+    for key in ("field",) if kind == "jsonl" else ("prompt_field", "target_field"):
+      _check(isinstance(options[key], str) and bool(options[key]), f"{prefix}.{key}",
+             options[key], "must name a key")
   if kind == "tfds":
     _check(bool(options["name"]), f"{prefix}.name", options["name"],
            "a tfds source needs a dataset name")
@@ -169,8 +244,9 @@ def validate_source(name: str, section: Mapping[str, Any]) -> SourceSpec:
   if kind == "math":
     _check(isinstance(options["thoughts"], bool), f"{prefix}.thoughts", options["thoughts"],
            "must be true or false")
+  if role == "math":
     math_corpus.MathCorpusConfig.from_config(_math_section(options), prefix)
-  if kind == "procedural":
+  if role == "procedural":
     _check(bool(options["task"]), f"{prefix}.task", options["task"],
            "a procedural source needs a task")
     for key in ("num_items", "eval_items"):
@@ -190,7 +266,7 @@ def _math_section(options: Mapping[str, Any]) -> dict[str, Any]:
 def _procedural_source(name: str, options: Mapping[str, Any],
                        split: str) -> procedural.ProceduralSource:
   params = {k: v for k, v in options.items()
-            if k not in ("task", "seed", "num_items", "eval_items")}
+            if k not in _PROCEDURAL_KEYS and k not in _KIND_DEFAULTS["finetune"]}
   train = split == "train"
   return procedural.make_procedural_source(
       options["task"], options["seed"] + (0 if train else EVAL_SEED_OFFSET),
@@ -258,12 +334,12 @@ class JsonlReport:
   first_error: str = ""
 
 
-def read_jsonl_texts(path: str, field: str, *, on_error: str = "raise",
-                     report: JsonlReport | None = None) -> list[str]:
-  """The `field` string of each JSON line of `path`. A malformed line (bad JSON, not an object,
-  missing or non-string field) raises ValueError naming file and line, or with on_error='skip'
-  is counted in `report` and left out. Blank lines are ignored."""
-  texts = []
+def read_jsonl_fields(path: str, fields: Sequence[str], *, on_error: str = "raise",
+                      report: JsonlReport | None = None) -> list[tuple[str, ...]]:
+  """The `fields` strings of each JSON line of `path`, as a tuple per line. A malformed line
+  (bad JSON, not an object, a missing or non-string field) raises ValueError naming file and
+  line, or with on_error='skip' is counted in `report` and left out. Blank lines are ignored."""
+  rows = []
   with open(path, encoding="utf-8") as f:
     for line_no, line in enumerate(f, 1):
       if not line.strip():
@@ -272,10 +348,11 @@ def read_jsonl_texts(path: str, field: str, *, on_error: str = "raise",
         record = json.loads(line)
         if not isinstance(record, dict):
           raise ValueError("not a JSON object")
-        if field not in record:
-          raise ValueError(f"missing field '{field}'")
-        if not isinstance(record[field], str):
-          raise ValueError(f"field '{field}' is {type(record[field]).__name__}, not a string")
+        for field in fields:
+          if field not in record:
+            raise ValueError(f"missing field '{field}'")
+          if not isinstance(record[field], str):
+            raise ValueError(f"field '{field}' is {type(record[field]).__name__}, not a string")
       except ValueError as e:  # json.JSONDecodeError is a ValueError
         message = f"{path}:{line_no}: {e}"
         if on_error == "raise":
@@ -284,8 +361,14 @@ def read_jsonl_texts(path: str, field: str, *, on_error: str = "raise",
           report.skipped += 1
           report.first_error = report.first_error or message
         continue
-      texts.append(record[field])
-  return texts
+      rows.append(tuple(record[field] for field in fields))
+  return rows
+
+
+def read_jsonl_texts(path: str, field: str, *, on_error: str = "raise",
+                     report: JsonlReport | None = None) -> list[str]:
+  """The `field` string of each JSON line of `path` (see `read_jsonl_fields`)."""
+  return [text for text, in read_jsonl_fields(path, (field,), on_error=on_error, report=report)]
 
 
 class _ArrayRecordTexts:
@@ -399,7 +482,7 @@ def _thought_example(vocab: Vocabulary, prior_prob: float):
 def _check_nonempty(records: Any, spec: SourceSpec, split: str) -> None:
   if len(records) == 0:  # pylint: disable=g-explicit-length-test
     key = {"tfds": "split" if split == "train" else "eval_split", "math": f"{split}_size",
-           "procedural": "num_items"}.get(spec.kind, "path")
+           "procedural": "num_items"}.get(_role(spec.kind, spec.options), "path")
     value = spec.options.get(key, spec.options.get("path", ""))
     raise ConfigError(f"{spec.key}.{key}", value or "(shipped text)",
                       f"the {split} split of source '{spec.name}' holds no documents")
@@ -469,39 +552,67 @@ def open_source(spec: SourceSpec, vocab: Vocabulary, split: str = "train") -> To
     to_tokens = _thought_example(vocab, o["prior_prob"])
     describe = lambda i: f"{path} doc_id {doc_ids[records.start + i]!r}"  # noqa: E731
   elif kind == "math":
-    config = math_corpus.MathCorpusConfig.from_config(_math_section(o), spec.key)
-    corpus = math_corpus.MathCorpus(config, "train" if split == "train" else "validation",
-                                    prefix=spec.key)
-    records = _MathRecords(corpus, o["thoughts"])
+    records = _MathRecords(spec, split, "chunks" if o["thoughts"] else "text")
     to_tokens = (_thought_example(vocab, o["prior_prob"]) if o["thoughts"]
                  else _text_example(vocab))
     describe = lambda i: f"math corpus {records.split} item {i}"  # noqa: E731
-  else:
-    source = _procedural_source(spec.name, o, split)
-    if source.num_symbols > vocab.num_procedural:
-      raise ConfigError(f"{spec.key}.task", o["task"],
-                        f"needs {source.num_symbols} procedural symbols but the vocabulary "
-                        f"reserves {vocab.num_procedural}")
-    records = source
+  elif kind == "procedural":
+    records = _open_procedural(spec, vocab, split)
     to_tokens = _procedural_example(vocab)
     describe = lambda i: f"{o['task']} item {i}"  # noqa: E731
+  else:  # finetune
+    generator, m = o["generator"], o["num_pauses"]
+    if generator == "jsonl":
+      records = []
+      for file in _expand_paths(path):
+        records += read_jsonl_fields(file, (o["prompt_field"], o["target_field"]),
+                                     on_error=o["on_error"], report=report)
+      _check_nonempty(records, spec, "train")
+      records = _split_tail(records, spec, split)
+      to_tokens = _finetune_text_example(vocab, m)
+    elif generator == "math":
+      records = _MathRecords(spec, split, "pair")
+      to_tokens = _finetune_text_example(vocab, m)
+      describe = lambda i: f"math corpus {records.split} item {i}"  # noqa: E731
+    else:
+      records = _open_procedural(spec, vocab, split)
+      to_tokens = _finetune_procedural_example(vocab, m, spec.key)
+      describe = lambda i: f"{o['task']} item {i}"  # noqa: E731
   _check_nonempty(records, spec, split)
   return TokenSource(spec, split, records, to_tokens, vocab.vocab_size, describe,
                      report.skipped, report.first_error)
 
 
 class _MathRecords:
-  """A math-corpus split as thought documents (record chunks) or raw texts."""
+  """A math-corpus split (train; eval = the corpus's validation split) as thought documents
+  (form 'chunks'), raw texts ('text') or (question, answer_text) finetune pairs ('pair')."""
 
-  def __init__(self, corpus: math_corpus.MathCorpus, with_thoughts: bool):
-    self._corpus, self._with_thoughts, self.split = corpus, with_thoughts, corpus.split
+  def __init__(self, spec: SourceSpec, split: str, form: str):
+    config = math_corpus.MathCorpusConfig.from_config(_math_section(spec.options), spec.key)
+    self._corpus = math_corpus.MathCorpus(config, "train" if split == "train" else "validation",
+                                          prefix=spec.key)
+    self._form, self.split = form, self._corpus.split
 
   def __len__(self) -> int:
     return len(self._corpus)
 
   def __getitem__(self, index: int):
     record = self._corpus[index]
-    return [tuple(chunk) for chunk in record["chunks"]] if self._with_thoughts else record["text"]
+    if self._form == "chunks":
+      return [tuple(chunk) for chunk in record["chunks"]]
+    if self._form == "pair":
+      return record["question"], record["answer_text"]
+    return record["text"]
+
+
+def _open_procedural(spec: SourceSpec, vocab: Vocabulary,
+                     split: str) -> procedural.ProceduralSource:
+  source = _procedural_source(spec.name, spec.options, split)
+  if source.num_symbols > vocab.num_procedural:
+    raise ConfigError(f"{spec.key}.task", spec.options["task"],
+                      f"needs {source.num_symbols} procedural symbols but the vocabulary "
+                      f"reserves {vocab.num_procedural}")
+  return source
 
 
 def _procedural_example(vocab: Vocabulary):
@@ -509,5 +620,37 @@ def _procedural_example(vocab: Vocabulary):
     del rng
     tokens = np.asarray(vocab.procedural_id(np.asarray(item["tokens"])), np.int32)
     return {"tokens": tokens, "loss_mask": np.asarray(item["loss_mask"], np.int32)}
+
+  return to_tokens
+
+
+def _finetune_text_example(vocab: Vocabulary, num_pauses: int):
+  """(prompt, target) texts -> `bos prompt <pause>*M target eos`, loss on target and eos."""
+  bos, eos = vocab.bos_id, vocab.eos_id
+
+  def to_tokens(pair: tuple[str, str], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    del rng
+    prompt, target = pair
+    return pause_lib.pause_finetune_example([bos, *vocab.encode(prompt)],
+                                            [*vocab.encode(target), eos],
+                                            num_pauses=num_pauses, pause_id=vocab.pause_id)
+
+  return to_tokens
+
+
+def _finetune_procedural_example(vocab: Vocabulary, num_pauses: int, key: str):
+  """A procedural item -> `input <pause>*M output` in global ids: the output is the item's loss
+  span (first to last target; every task's is contiguous), the input everything before it, and
+  the padding after it, never a target, is dropped."""
+
+  def to_tokens(item: Mapping[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    del rng
+    targets = np.flatnonzero(np.asarray(item["loss_mask"]))
+    if not targets.size or targets[-1] - targets[0] + 1 != targets.size:
+      raise ValueError(f"{key}: a procedural item's loss mask must mark one contiguous output "
+                       f"span to make a finetune pair, got targets at {targets.tolist()}")
+    ids = np.asarray(vocab.procedural_id(np.asarray(item["tokens"])), np.int32)
+    return pause_lib.pause_finetune_example(ids[:targets[0]], ids[targets[0]:targets[-1] + 1],
+                                            num_pauses=num_pauses, pause_id=vocab.pause_id)
 
   return to_tokens
