@@ -92,6 +92,12 @@ def logical_sharding(abstract_tree, mesh: Mesh, rules) -> object:
   return nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract_tree), mesh, rules)
 
 
+def param_shardings(model: nn.Module, mesh: Mesh, rules) -> object:
+  """NamedShardings of a Transformer's params (traced abstractly, nothing is initialised)."""
+  boxed = jax.eval_shape(model.init, jax.random.key(0), jax.numpy.zeros((1, 1), "int32"))
+  return logical_sharding(boxed, mesh, rules)["params"]
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
   """[B, L] arrays: batch split over ('data', 'fsdp'), length replicated."""
   return NamedSharding(mesh, PartitionSpec(BATCH, None))

@@ -2,9 +2,10 @@
 
 Packed rows carry `segment_ids` (1, 2, ... per document, 0 for padding) and `positions` that
 restart at 0 in every segment: a token attends only to earlier tokens of its own segment, and
-rotary / learned positions are the in-document positions. The kernel is picked by platform:
-cuDNN flash attention on GPU with 16-bit inputs, an einsum with an explicit mask elsewhere
-(faster than `jax.nn.dot_product_attention`'s XLA path on the CPU).
+rotary / learned positions are the in-document positions. Cached decoding (infer/) attends L new
+queries at slots [w, w + L) to every slot of a KV cache, masked by `cache_mask`. The kernel is
+picked by platform: cuDNN flash attention on GPU with 16-bit inputs, an einsum with an explicit
+mask elsewhere (faster than `jax.nn.dot_product_attention`'s XLA path on the CPU).
 """
 
 from __future__ import annotations
@@ -22,6 +23,15 @@ def attention_mask(segment_ids_BxL: jax.Array | None, length: int) -> jax.Array:
     return causal_LxL[None, None]
   same_BxLxL = segment_ids_BxL[:, :, None] == segment_ids_BxL[:, None, :]
   return (causal_LxL[None] & same_BxLxL)[:, None]
+
+
+def cache_mask(key_valid_BxT: jax.Array, write_index: jax.Array, length: int) -> jax.Array:
+  """Boolean [B, 1, L, T] for L queries at cache slots [w, w + L): a key slot is visible when
+  it holds a token of the row (`key_valid`, False on left padding) and is not in the future."""
+  slots_T = jnp.arange(key_valid_BxT.shape[1])
+  query_slots_L = write_index + jnp.arange(length)
+  causal_LxT = slots_T[None, :] <= query_slots_L[:, None]
+  return (key_valid_BxT[:, None, :] & causal_LxT[None])[:, None]
 
 
 def rope_tables(positions_BxL: jax.Array, rotary_dim: int, theta: float):

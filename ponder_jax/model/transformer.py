@@ -3,7 +3,8 @@
 `Transformer` is a Flax linen module applied functionally. Its methods split the forward pass
 at the seams pondering needs (model/ponder.py): `embed` (token ids -> E0), `hidden` (input
 embeddings -> final-norm hidden states, one full causal pass) and `logits` (-> fp32 logits),
-with `embedding_table` exposing E_in for the soft-embedding mixture.
+with `embedding_table` exposing E_in for the soft-embedding mixture. `extend` is `hidden` for
+cached decoding: L new positions attend to a KV cache that it updates in place (infer/cache.py).
 
 Layer parameters are stacked along a leading `layers` axis in every mode. The stack is applied
 either by a Python loop over layer slices (fastest on the CPU) or by `jax.lax.scan`
@@ -35,11 +36,14 @@ def init_std(cfg: ModelConfig) -> float:
 
 
 class Attention(nn.Module):
+  """Self-attention. With `kv` = (cache_k, cache_v, (pass, layer, write slot)), the new keys and
+  values are written into the stacked caches [P, layers, B, T, G, K] at that slot and the
+  queries attend to the whole cache row (mask [B, 1, L, T]); returns (out, (cache_k, cache_v))."""
   cfg: ModelConfig
   out_std: float
 
   @nn.compact
-  def __call__(self, x_BxLxD, mask_Bx1xLxL, rope):
+  def __call__(self, x_BxLxD, mask_Bx1xLxL, rope, kv=None):
     cfg = self.cfg
     d, h, g, k = cfg.d_model, cfg.n_heads, cfg.kv_heads, cfg.head_size
     dense = functools.partial(Dense, use_bias=cfg.family != "llama", dtype=cfg.dtype)
@@ -53,11 +57,22 @@ class Attention(nn.Module):
       k_BxLxGxK = attn_lib.apply_rope(k_BxLxGxK, *rope)
     q_BxLxHxK = nn.with_logical_constraint(q_BxLxHxK, ACT_BLHK)
     impl = attn_lib.resolve_implementation(cfg.attention, cfg.dtype, k)
+    if kv is not None:
+      cache_k, cache_v, (pass_index, layer_index, write_index) = kv
+      at = (pass_index, layer_index, 0, write_index, 0, 0)
+      write = lambda cache, new: jax.lax.dynamic_update_slice(
+          cache, new[None, None].astype(cache.dtype), at)
+      cache_k, cache_v = write(cache_k, k_BxLxGxK), write(cache_v, v_BxLxGxK)
+      row = (pass_index, layer_index, 0, 0, 0, 0)
+      k_BxLxGxK = jax.lax.dynamic_slice(cache_k, row, (1, 1) + cache_k.shape[2:])[0, 0]
+      v_BxLxGxK = jax.lax.dynamic_slice(cache_v, row, (1, 1) + cache_v.shape[2:])[0, 0]
+      impl = "einsum" if impl == "cudnn" else impl  # queries and keys differ in length
     out_BxLxHxK = attn_lib.attention(q_BxLxHxK, k_BxLxGxK, v_BxLxGxK, mask_Bx1xLxL,
                                      implementation=impl, dtype=jnp.dtype(cfg.dtype))
     out_BxLxHxK = nn.with_logical_constraint(out_BxLxHxK, ACT_BLHK)
-    return dense((h, k), (d,), ("heads", "kv"), ("embed",), std=self.out_std,
-                 name="out")(out_BxLxHxK)
+    out_BxLxD = dense((h, k), (d,), ("heads", "kv"), ("embed",), std=self.out_std,
+                      name="out")(out_BxLxHxK)
+    return out_BxLxD if kv is None else (out_BxLxD, (cache_k, cache_v))
 
 
 class Mlp(nn.Module):
@@ -88,19 +103,22 @@ class Block(nn.Module):
   out_std: float
 
   @nn.compact
-  def __call__(self, x_BxLxD, mask_Bx1xLxL, rope):
+  def __call__(self, x_BxLxD, mask_Bx1xLxL, rope, kv=None):
+    """x [B, L, D] -> x; with a KV cache `kv` (see Attention) -> (x, updated caches)."""
     cfg = self.cfg
     norm = functools.partial(Norm, "rmsnorm" if cfg.family == "llama" else "layernorm",
                              cfg.norm_eps)
-    attend = Attention(cfg, self.out_std, name="attention")
     mlp = Mlp(cfg, self.out_std, name="mlp")
+    attended = Attention(cfg, self.out_std, name="attention")(
+        norm(name="attention_norm")(x_BxLxD), mask_Bx1xLxL, rope, kv)
+    attn_BxLxD, kv = attended if kv is not None else (attended, None)
     if cfg.family == "neox":
-      x_BxLxD = (x_BxLxD + attend(norm(name="attention_norm")(x_BxLxD), mask_Bx1xLxL, rope)
-                 + mlp(norm(name="mlp_norm")(x_BxLxD)))
+      x_BxLxD = x_BxLxD + attn_BxLxD + mlp(norm(name="mlp_norm")(x_BxLxD))
     else:
-      x_BxLxD = x_BxLxD + attend(norm(name="attention_norm")(x_BxLxD), mask_Bx1xLxL, rope)
+      x_BxLxD = x_BxLxD + attn_BxLxD
       x_BxLxD = x_BxLxD + mlp(norm(name="mlp_norm")(x_BxLxD))
-    return nn.with_logical_constraint(x_BxLxD, ACT_BLD)
+    x_BxLxD = nn.with_logical_constraint(x_BxLxD, ACT_BLD)
+    return x_BxLxD if kv is None else (x_BxLxD, kv)
 
 
 _REMAT_POLICIES = {
@@ -185,6 +203,34 @@ class Transformer(nn.Module):
       for i in range(cfg.n_layers):
         x_BxLxD = layer(x_BxLxD, jax.tree.map(lambda p: p[i], self.layers))
     return self.final_norm(x_BxLxD)
+
+  def extend(self, x_BxLxD, positions_BxL, mask_Bx1xLxT, cache_k, cache_v, pass_index,
+             write_index):
+    """`hidden` for L new positions at cache slots [write_index, write_index + L): each layer
+    writes their keys and values into pass `pass_index` of the stacked caches
+    [P, layers, B, T, G, K] and attends over the cache row. Returns (hidden, cache_k, cache_v)."""
+    cfg = self.cfg
+    if cfg.family == "gpt2":
+      x_BxLxD = x_BxLxD + jnp.take(self.position_embed, positions_BxL, axis=0)
+    rope = self._rope(positions_BxL)
+    block = self._block()
+
+    def layer(carry, layer_params, layer_index):
+      x_BxLxD, cache_k, cache_v = carry
+      kv = (cache_k, cache_v, (pass_index, layer_index, write_index))
+      x_BxLxD, (cache_k, cache_v) = block.apply({"params": layer_params}, x_BxLxD,
+                                                mask_Bx1xLxT, rope, kv)
+      return x_BxLxD, cache_k, cache_v
+
+    carry = (x_BxLxD.astype(jnp.float32), cache_k, cache_v)
+    if cfg.scan_layers:
+      carry, _ = jax.lax.scan(lambda c, xs: (layer(c, *xs), None), carry,
+                              (self.layers, jnp.arange(cfg.n_layers)))
+    else:
+      for i in range(cfg.n_layers):
+        carry = layer(carry, jax.tree.map(lambda p: p[i], self.layers), i)
+    x_BxLxD, cache_k, cache_v = carry
+    return self.final_norm(x_BxLxD), cache_k, cache_v
 
   def logits(self, h_BxLxD: jax.Array) -> jax.Array:
     head_DxV = self.token_embed.T if self.cfg.tie_embeddings else self.lm_head
