@@ -115,11 +115,13 @@ def _defaults(kind: str, generator: Any = None) -> dict[str, Any]:
 
 def _role(kind: str, options: Mapping[str, Any]) -> str:
   """The kind whose keys a section's options follow: a finetune section's generator."""
-  return options.get("generator", "jsonl") if kind == "finetune" else kind
+  if kind == "finetune":
+    return options.get("generator", _KIND_DEFAULTS["finetune"]["generator"])
+  return kind
 
 
 def _pauses_by_default(kind: str, options: Mapping[str, Any]) -> bool:
-  """What pause = None means: insertion for natural-text and math documents only."""
+  """What pause = None means: insertion into natural-text, math and thought documents only."""
   return kind not in ("procedural", "finetune") and options.get("layout") != "procedural"
 
 
