@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 from ponder_jax.config import ConfigError, PonderConfig
-from ponder_jax.infer import Generator, SamplingConfig
+from ponder_jax.infer import Engine, SamplingConfig
 from ponder_jax.infer.generate import sample
 from ponder_jax.model import ponder
 from tests.helpers import init_params, tiny_config
@@ -35,7 +35,7 @@ def test_cached_decode_equals_full_recompute(family, steps, options):
   cfg = tiny_config(family)
   model, params = init_params(cfg, ponder_passes=steps + 1)
   ponder_cfg = PonderConfig(steps=steps, **options)
-  gen = Generator(model, params, ponder_cfg, pad_id=PAD, pause_id=PAUSE)
+  gen = Engine(model, params, ponder_cfg, pad_id=PAD, pause_id=PAUSE)
   out = gen.generate(PROMPTS, max_new_tokens=12, return_logits=True)
   assert out.tokens.shape == (3, 12) and (out.lengths == 12).all()
   assert not (out.tokens == PAUSE).any()
@@ -57,7 +57,7 @@ def test_cached_decode_equals_full_recompute(family, steps, options):
 
 def test_stop_tokens_end_rows_independently():
   model, params = init_params(tiny_config("neox"))
-  gen = Generator(model, params, PonderConfig(), pad_id=PAD)
+  gen = Engine(model, params, PonderConfig(), pad_id=PAD)
   free = gen.generate(PROMPTS, max_new_tokens=8)
   stop = int(free.tokens[0, 2])  # row 0 produces this token third
   out = gen.generate(PROMPTS, max_new_tokens=8, stop_tokens=[stop])
@@ -75,7 +75,7 @@ def test_pause_inference_appends_exactly_m_pauses_and_never_samples_one():
   # Make <pause> the model's favourite token: it must still never be sampled.
   params = jax.tree.map(lambda x: x, params)
   params["lm_head"] = params["lm_head"].at[:, PAUSE].add(100.0)
-  gen = Generator(model, params, PonderConfig(steps=1), pad_id=PAD, pause_id=PAUSE)
+  gen = Engine(model, params, PonderConfig(steps=1), pad_id=PAD, pause_id=PAUSE)
   out = gen.generate(PROMPTS, max_new_tokens=6, num_pauses=4)
   for prompt, fed in zip(PROMPTS, out.prompts):
     assert fed == prompt + [PAUSE] * 4
@@ -94,7 +94,7 @@ def test_pause_inference_appends_exactly_m_pauses_and_never_samples_one():
 
 def test_top_k_one_and_low_temperature_equal_greedy():
   model, params = init_params(tiny_config("gpt2"))
-  gen = Generator(model, params, PonderConfig(), pad_id=PAD)
+  gen = Engine(model, params, PonderConfig(), pad_id=PAD)
   greedy = gen.generate(PROMPTS, max_new_tokens=8)
   for sampling in (SamplingConfig(temperature=1.0, top_k=1),
                    SamplingConfig(temperature=1e-4), SamplingConfig(temperature=0.7, top_p=1e-6)):
@@ -105,7 +105,7 @@ def test_top_k_one_and_low_temperature_equal_greedy():
 def test_sampled_log_probs_equal_an_independent_recomputation():
   model, params = init_params(tiny_config("neox"), ponder_passes=2)
   ponder_cfg = PonderConfig(steps=1)
-  gen = Generator(model, params, ponder_cfg, pad_id=PAD, pause_id=PAUSE)
+  gen = Engine(model, params, ponder_cfg, pad_id=PAD, pause_id=PAUSE)
   sampling = SamplingConfig(temperature=0.8, top_k=20, top_p=0.9)
   out = gen.generate(PROMPTS, max_new_tokens=10, sampling=sampling, seed=5)
   for i, prompt in enumerate(PROMPTS):
@@ -147,7 +147,7 @@ def test_ten_thousand_draws_follow_the_distribution():
 
 def test_seeded_sampling_is_reproducible():
   model, params = init_params(tiny_config("llama"))
-  gen = Generator(model, params, PonderConfig(), pad_id=PAD)
+  gen = Engine(model, params, PonderConfig(), pad_id=PAD)
   sampling = SamplingConfig(temperature=1.0)
   a = gen.generate(PROMPTS, max_new_tokens=8, sampling=sampling, seed=1)
   b = gen.generate(PROMPTS, max_new_tokens=8, sampling=sampling, seed=1)
@@ -160,12 +160,12 @@ def test_generation_on_an_8_device_mesh_equals_one_device():
   from ponder_jax.sharding import make_mesh  # pylint: disable=import-outside-toplevel
   cfg = tiny_config("llama", n_heads=4, n_kv_heads=2, vocab_size=96)  # splits over tensor
   model, params = init_params(cfg, ponder_passes=2)
-  single = Generator(model, params, PonderConfig(steps=1), pad_id=PAD).generate(
+  single = Engine(model, params, PonderConfig(steps=1), pad_id=PAD).generate(
       PROMPTS, max_new_tokens=6, return_logits=True)
   for ici, rules in ((dict(data=4, fsdp=1, tensor=2), "fsdp_tp"),
                      (dict(data=2, fsdp=4, tensor=1), "fsdp")):
     mesh = make_mesh(ici, devices=jax.devices()[:8])
-    sharded = Generator(model, params, PonderConfig(steps=1), pad_id=PAD, mesh=mesh,
+    sharded = Engine(model, params, PonderConfig(steps=1), pad_id=PAD, mesh=mesh,
                         rules=rules).generate(PROMPTS, max_new_tokens=6, return_logits=True)
     np.testing.assert_array_equal(sharded.tokens, single.tokens)
     np.testing.assert_allclose(sharded.logits, single.logits, atol=1e-5, rtol=1e-5)
@@ -173,7 +173,7 @@ def test_generation_on_an_8_device_mesh_equals_one_device():
 
 def test_bad_input_names_the_problem():
   model, params = init_params(tiny_config("neox"))  # max_len 64
-  gen = Generator(model, params, PonderConfig(), pad_id=PAD)
+  gen = Engine(model, params, PonderConfig(), pad_id=PAD)
   with pytest.raises(ConfigError, match=r"prompts\[1\].*empty"):
     gen.generate([[5], []], max_new_tokens=4)
   with pytest.raises(ConfigError, match=r"prompts\[0\].*max_len = 64"):

@@ -18,22 +18,20 @@ are never read.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import math
-from typing import Any, Sequence
+import functools
+from typing import TYPE_CHECKING, Any, Sequence
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh
 
-from ponder_jax import sharding
 from ponder_jax.config import ConfigError, PonderConfig
-from ponder_jax.data.pause import append_pauses
 from ponder_jax.infer.cache import KVCache, extend
 from ponder_jax.model.transformer import Transformer
+
+if TYPE_CHECKING:
+  from ponder_jax.infer.engine import Engine
 
 PROMPT_BUCKET = 16  # prompt lengths round up to this, so similar batches share one compile
 
@@ -110,11 +108,11 @@ class Generation:
   prompts       the prompts as fed, pauses included
   logits        [B, N, V] the model's logits at each generated position (return_logits only)
   """
+  prompts: list[list[int]]
   tokens: np.ndarray
   lengths: np.ndarray
   logprobs: np.ndarray
   model_logprobs: np.ndarray
-  prompts: list[list[int]]
   logits: np.ndarray | None = None
 
   def completions(self) -> list[list[int]]:
@@ -122,156 +120,89 @@ class Generation:
     return [row[:n].tolist() for row, n in zip(self.tokens, self.lengths)]
 
 
-class Generator:
-  """Generates from one model with fixed pondering steps; compiled functions are reused across
-  calls of the same shapes (prompts round up to PROMPT_BUCKET tokens).
+def prefill(model: Transformer, ponder: PonderConfig, steps: int, params: Any,
+            tokens_BxP: jax.Array, offsets_B: jax.Array, *, max_len: int):
+  """Runs every pass over the left-padded prompts: (last-position logits [B, V], full cache)."""
+  cache = KVCache.empty(model, passes=steps + 1, offsets_B=offsets_B, max_len=max_len)
+  logits_BxPxV, cache = extend(model, params, cache, tokens_BxP, ponder=ponder, steps=steps)
+  return logits_BxPxV[:, -1], cache
 
-  `vocab_size`: ids at or above it (rows that pad the tables) are never sampled. `ponder_steps`:
-  s at inference (default `ponder.steps`; a model trained with `steps_max` may take any).
-  """
 
-  def __init__(self, model: Transformer, params: Any, ponder: PonderConfig, *, pad_id: int,
-               pause_id: int | None = None, vocab_size: int | None = None,
-               ponder_steps: int | None = None, mesh: Mesh | None = None,
-               rules: str = "fsdp"):
-    steps = ponder.steps if ponder_steps is None else ponder_steps
-    if not (isinstance(steps, int) and steps >= 0):
-      raise ConfigError("ponder_steps", ponder_steps, "must be an integer >= 0")
-    self.model, self.ponder, self.steps = model, ponder, steps
-    self.pad_id, self.pause_id = pad_id, pause_id
-    self.vocab_size = vocab_size or model.cfg.vocab_size
-    self.mesh = mesh
-    self.rules = sharding.logical_rules(rules) if mesh is not None else ()
-    allowed = np.arange(model.cfg.vocab_size) < self.vocab_size
-    if pause_id is not None:
-      allowed[pause_id] = False
-    self._allowed_V = jnp.asarray(allowed)
-    self.params = params if mesh is None else jax.device_put(
-        params, sharding.param_shardings(model, mesh, self.rules))
-    self._prefill = jax.jit(self._prefill_fn, static_argnames=("max_len",))
-    self._decode = jax.jit(self._decode_fn, donate_argnames=("cache",),
-                           static_argnames=("max_new_tokens", "sampling", "return_logits"))
+def decode(model: Transformer, ponder: PonderConfig, steps: int, allowed_V: jax.Array,
+           pad_id: int, params: Any, cache: KVCache, logits_BxV: jax.Array,
+           stop_ids_S: jax.Array, rng: jax.Array, *, max_new_tokens: int,
+           sampling: SamplingConfig, return_logits: bool):
+  """The decode loop: sample from `logits_BxV`, feed the token, repeat until every row has met a
+  stop id or `max_new_tokens` are out. Returns (outputs, cache)."""
+  batch, vocab = logits_BxV.shape
+  n = max_new_tokens
+  record = lambda buf, i, x: jax.lax.dynamic_update_index_in_dim(buf, x, i, axis=1)
 
-  @contextlib.contextmanager
-  def _context(self):
-    if self.mesh is None:
-      yield
-    else:
-      with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
-        yield
+  def body(state):
+    i, cache, logits_BxV, done_B, out = state
+    token_B, logq_B, logp_B = sample(jax.random.fold_in(rng, i), logits_BxV, sampling, allowed_V)
+    token_B = jnp.where(done_B, pad_id, token_B)
+    out = {"tokens": record(out["tokens"], i, token_B),
+           "logprobs": record(out["logprobs"], i, jnp.where(done_B, 0.0, logq_B)),
+           "model_logprobs": record(out["model_logprobs"], i, jnp.where(done_B, 0.0, logp_B)),
+           "lengths": out["lengths"] + (~done_B).astype(jnp.int32),
+           **({"logits": record(out["logits"], i, logits_BxV)} if return_logits else {})}
+    done_B = done_B | jnp.isin(token_B, stop_ids_S)
+    next_logits_Bx1xV, cache = extend(model, params, cache, token_B[:, None], ponder=ponder,
+                                      steps=steps)
+    return i + 1, cache, next_logits_Bx1xV[:, 0], done_B, out
 
-  # Jitted parts ----------------------------------------------------------------------------
-  def _prefill_fn(self, params, tokens_BxP, offsets_B, *, max_len):
-    cache = KVCache.empty(self.model, passes=self.steps + 1, offsets_B=offsets_B,
-                          max_len=max_len)
-    logits_BxPxV, cache = extend(self.model, params, cache, tokens_BxP, ponder=self.ponder,
-                                 steps=self.steps)
-    return logits_BxPxV[:, -1], cache
+  def cond(state):
+    i, _, _, done_B, _ = state
+    return (i < n) & ~jnp.all(done_B)
 
-  def _decode_fn(self, params, cache, logits_BxV, stop_ids_S, done_B, rng, *,
-                 max_new_tokens, sampling, return_logits):
-    batch, vocab = logits_BxV.shape
-    n = max_new_tokens
-    record = lambda buf, i, x: jax.lax.dynamic_update_index_in_dim(buf, x, i, axis=1)
+  out = {"tokens": jnp.full((batch, n), pad_id, jnp.int32),
+         "logprobs": jnp.zeros((batch, n), jnp.float32),
+         "model_logprobs": jnp.zeros((batch, n), jnp.float32),
+         "lengths": jnp.zeros((batch,), jnp.int32)}
+  if return_logits:
+    out["logits"] = jnp.zeros((batch, n, vocab), jnp.float32)
+  done_B = jnp.zeros((batch,), jnp.bool_)
+  state = (jnp.zeros((), jnp.int32), cache, logits_BxV, done_B, out)
+  _, cache, _, _, out = jax.lax.while_loop(cond, body, state)
+  return out, cache  # returning the cache lets the loop update the donated buffers in place
 
-    def body(state):
-      i, cache, logits_BxV, done_B, out = state
-      token_B, logq_B, logp_B = sample(jax.random.fold_in(rng, i), logits_BxV, sampling,
-                                       self._allowed_V)
-      token_B = jnp.where(done_B, self.pad_id, token_B)
-      out = {"tokens": record(out["tokens"], i, token_B),
-             "logq": record(out["logq"], i, jnp.where(done_B, 0.0, logq_B)),
-             "logp": record(out["logp"], i, jnp.where(done_B, 0.0, logp_B)),
-             "lengths": out["lengths"] + (~done_B).astype(jnp.int32),
-             **({"logits": record(out["logits"], i, logits_BxV)} if return_logits else {})}
-      done_B = done_B | jnp.isin(token_B, stop_ids_S)
-      next_logits_Bx1xV, cache = extend(self.model, params, cache, token_B[:, None],
-                                        ponder=self.ponder, steps=self.steps)
-      return i + 1, cache, next_logits_Bx1xV[:, 0], done_B, out
 
-    def cond(state):
-      i, _, _, done_B, _ = state
-      return (i < n) & ~jnp.all(done_B)
-
-    out = {"tokens": jnp.full((batch, n), self.pad_id, jnp.int32),
-           "logq": jnp.zeros((batch, n), jnp.float32),
-           "logp": jnp.zeros((batch, n), jnp.float32),
-           "lengths": jnp.zeros((batch,), jnp.int32)}
-    if return_logits:
-      out["logits"] = jnp.zeros((batch, n, vocab), jnp.float32)
-    state = (jnp.zeros((), jnp.int32), cache, logits_BxV, done_B, out)
-    _, cache, _, _, out = jax.lax.while_loop(cond, body, state)
-    return out, cache  # returning the cache lets the loop update the donated buffers in place
-
-  # The public call -------------------------------------------------------------------------
-  def generate(self, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
-               stop_tokens: Sequence[int] = (), sampling: SamplingConfig = SamplingConfig(),
-               seed: int = 0, num_pauses: int = 0, return_logits: bool = False) -> Generation:
-    """Continues every prompt (lists of token ids) by up to `max_new_tokens` tokens, stopping a
-    row at any of `stop_tokens`. See the module docstring for sampling and pauses."""
-    sampling = sampling.validated(self.model.cfg.vocab_size)
-    prompts = self._prepared_prompts(prompts, num_pauses)
-    if not (isinstance(max_new_tokens, int) and max_new_tokens > 0):
-      raise ConfigError("max_new_tokens", max_new_tokens, "must be a positive integer")
-    longest = max(len(p) for p in prompts)
-    if longest + max_new_tokens > self.model.cfg.max_len:
-      raise ConfigError("max_new_tokens", max_new_tokens,
-                        f"a prompt of {longest} tokens plus {max_new_tokens} new tokens exceeds "
-                        f"model.max_len = {self.model.cfg.max_len}")
-    # Left padding: every row's last prompt token sits in the same slot.
-    width = min(-(-longest // PROMPT_BUCKET) * PROMPT_BUCKET,
-                self.model.cfg.max_len - max_new_tokens)
-    rows = list(prompts)
-    if self.mesh is not None:  # the batch must split over the data-parallel devices
-      batch_devices = math.prod(self.mesh.shape[axis] for axis in sharding.BATCH)
-      rows += [prompts[0]] * (-len(rows) % batch_devices)
-    tokens_BxP = np.full((len(rows), width), self.pad_id, np.int32)
-    offsets_B = np.asarray([width - len(p) for p in rows], np.int32)
-    for row, (prompt, offset) in enumerate(zip(rows, offsets_B)):
-      tokens_BxP[row, offset:] = prompt
-    stop_ids_S = jnp.asarray(list(stop_tokens) or [-1], jnp.int32)
-    with self._context():
-      tokens_BxP, offsets_B = self._place(tokens_BxP), self._place(offsets_B)
-      logits_BxV, cache = self._prefill(self.params, tokens_BxP, offsets_B,
-                                        max_len=width + max_new_tokens)
-      done_B = jnp.zeros(offsets_B.shape, jnp.bool_)
-      out, _ = self._decode(self.params, cache, logits_BxV, stop_ids_S, done_B,
-                            jax.random.key(seed), max_new_tokens=max_new_tokens,
-                            sampling=sampling, return_logits=return_logits)
-    out = jax.tree.map(lambda x: np.asarray(x)[:len(prompts)], out)
-    return Generation(tokens=out["tokens"], lengths=out["lengths"], logprobs=out["logq"],
-                      model_logprobs=out["logp"], prompts=prompts,
-                      logits=out.get("logits"))
-
-  def _place(self, array: np.ndarray) -> jax.Array:
-    if self.mesh is None:
-      return jnp.asarray(array)
-    spec = jax.sharding.PartitionSpec(sharding.BATCH, *([None] * (array.ndim - 1)))
-    return jax.device_put(array, jax.sharding.NamedSharding(self.mesh, spec))
-
-  def _prepared_prompts(self, prompts: Sequence[Sequence[int]],
-                        num_pauses: int) -> list[list[int]]:
-    if isinstance(prompts, (str, bytes)) or not len(prompts):
-      raise ConfigError("prompts", prompts, "must be a non-empty list of token-id lists")
-    if not (isinstance(num_pauses, int) and num_pauses >= 0):
-      raise ConfigError("num_pauses", num_pauses, "must be an integer >= 0")
-    if num_pauses and self.pause_id is None:
-      raise ConfigError("num_pauses", num_pauses, "the vocabulary has no <pause> token")
-    out = []
-    for i, prompt in enumerate(prompts):
-      ids = [int(t) for t in prompt]
-      if not ids:
-        raise ConfigError(f"prompts[{i}]", prompt, "is empty: a prompt needs at least one token")
-      bad = [t for t in ids if not 0 <= t < self.model.cfg.vocab_size]
-      if bad:
-        raise ConfigError(f"prompts[{i}]", bad[0],
-                          f"is not a token id of the model [0, {self.model.cfg.vocab_size})")
-      if num_pauses:
-        ids = append_pauses(ids, num_pauses=num_pauses, pause_id=self.pause_id).tolist()
-      if len(ids) >= self.model.cfg.max_len:
-        raise ConfigError(f"prompts[{i}]", f"{len(ids)} tokens",
-                          f"is longer than the model allows (model.max_len = "
-                          f"{self.model.cfg.max_len}, and one slot is needed to generate)")
-      out.append(ids)
-    return out
-
+def generate(engine: "Engine", prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
+             stop_tokens: Sequence[int] = (), sampling: SamplingConfig = SamplingConfig(),
+             seed: int = 0, num_pauses: int = 0, return_logits: bool = False) -> Generation:
+  """Continues every prompt (lists of token ids) by up to `max_new_tokens` tokens, stopping a
+  row at any of `stop_tokens`. See the module docstring for sampling and pauses."""
+  cfg = engine.model.cfg
+  sampling = sampling.validated(cfg.vocab_size)
+  prompts = engine.prepare_prompts(prompts, num_pauses, reserve=1)
+  if not (isinstance(max_new_tokens, int) and max_new_tokens > 0):
+    raise ConfigError("max_new_tokens", max_new_tokens, "must be a positive integer")
+  longest = max(len(p) for p in prompts)
+  if longest + max_new_tokens > cfg.max_len:
+    raise ConfigError("max_new_tokens", max_new_tokens,
+                      f"a prompt of {longest} tokens plus {max_new_tokens} new tokens exceeds "
+                      f"model.max_len = {cfg.max_len}")
+  # Left padding: every row's last prompt token sits in the same slot.
+  width = min(-(-longest // PROMPT_BUCKET) * PROMPT_BUCKET, cfg.max_len - max_new_tokens)
+  rows = engine.pad_rows(prompts)
+  tokens_BxP = np.full((len(rows), width), engine.pad_id, np.int32)
+  offsets_B = np.asarray([width - len(p) for p in rows], np.int32)
+  for row, (prompt, offset) in enumerate(zip(rows, offsets_B)):
+    tokens_BxP[row, offset:] = prompt
+  stop_ids_S = jnp.asarray(list(stop_tokens) or [-1], jnp.int32)
+  statics = (engine.model, engine.ponder, engine.steps)
+  prefill_fn = engine.jitted("prefill", functools.partial(prefill, *statics),
+                             static_argnames=("max_len",))
+  decode_fn = engine.jitted(
+      "decode", functools.partial(decode, *statics, engine.allowed_V, engine.pad_id),
+      donate_argnames=("cache",),
+      static_argnames=("max_new_tokens", "sampling", "return_logits"))
+  with engine.context():
+    logits_BxV, cache = prefill_fn(engine.params, engine.place(tokens_BxP),
+                                   engine.place(offsets_B), max_len=width + max_new_tokens)
+    out, _ = decode_fn(engine.params, cache, logits_BxV, stop_ids_S, jax.random.key(seed),
+                       max_new_tokens=max_new_tokens, sampling=sampling,
+                       return_logits=return_logits)
+  out = {k: np.asarray(v)[:len(prompts)] for k, v in out.items()}
+  return Generation(prompts=prompts, **out)
