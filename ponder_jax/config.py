@@ -137,6 +137,9 @@ class PonderConfig:
   multiply_initial: bool = False  # start the loop from s * E0
   top_k: int = 0  # 0: mixture over the full vocabulary; k: renormalised over the top k
   depth_scaled_init: bool = True  # output projections' std / sqrt(2 * layers * (s + 1))
+  # Passes (s + 1) the depth-scaled init assumes; 0: this model's own max_passes. A sweep over
+  # s sets it so that its arms share one init and differ only in s.
+  init_passes: int = 0
   remat: bool = True  # rematerialise each pass: activations of one pass, not s + 1
 
   @classmethod
@@ -149,12 +152,23 @@ class PonderConfig:
     """The largest number of forward passes (s + 1) a batch can run."""
     return max(self.steps, self.steps_max) + 1
 
+  @property
+  def init_depth_passes(self) -> int:
+    """The passes the output projections' init is scaled for (Transformer's ponder_passes):
+    std / sqrt(2 * layers * this). 1 without depth-scaled init."""
+    if not self.depth_scaled_init:
+      return 1
+    return self.init_passes or self.max_passes
+
   def validated(self, vocab_size: int | None = None) -> "PonderConfig":
     _check(isinstance(self.steps, int) and self.steps >= 0, "ponder.steps", self.steps,
            "must be an integer >= 0 (0 is the vanilla model)")
     _check(isinstance(self.steps_max, int) and (self.steps_max == 0 or self.steps_max >= self.steps),
            "ponder.steps_max", self.steps_max,
            f"must be 0 (fixed s) or >= ponder.steps = {self.steps}")
+    _check(isinstance(self.init_passes, int) and not isinstance(self.init_passes, bool)
+           and self.init_passes >= 0, "ponder.init_passes", self.init_passes,
+           "must be an integer >= 0 (0: this model's own s + 1)")
     _check(isinstance(self.top_k, int) and self.top_k >= 0, "ponder.top_k", self.top_k,
            "must be an integer >= 0 (0 is the full vocabulary)")
     if vocab_size is not None:

@@ -19,10 +19,10 @@ from ponder_jax.config import ConfigError, ModelConfig, PonderConfig
 from ponder_jax.data import pipeline
 from ponder_jax.data.vocab import Vocabulary, load_vocabulary
 from ponder_jax.sharding import MESH_AXES, logical_rules
-from ponder_jax.train import optim
+from ponder_jax.train import init as init_lib, optim
 
-INIT_COMPONENTS = ("attention", "mlp", "norms", "embeddings")
-EMBEDDING_INITS = ("copy", "fresh", "mean")
+INIT_COMPONENTS = init_lib.COMPONENTS + (init_lib.EVERYTHING,)
+EMBEDDING_INITS = init_lib.EMBEDDING_INITS
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -52,10 +52,15 @@ def default_config() -> ml_collections.ConfigDict:
       dcn=dict(data=1, fsdp=1, tensor=1),  # across slices (multi-slice TPU)
       rules="fsdp",  # dp | fsdp | fsdp_tp
   )
-  c.init = dict(
+  c.init = dict(  # train/init.py: the procedural paper's partial transfer
       from_checkpoint="",  # a trainer workdir or step dir to take components from
-      components="attention,mlp,norms,embeddings",
-      embeddings="copy",  # copy | fresh | mean (all rows = mean of the source rows)
+      # comma list of attention, mlp, norms, embeddings (token table + head), positions
+      # (gpt2's learned table) or everything
+      components="everything",
+      embeddings="copy",  # copy (iff the embeddings component) | fresh | mean (see next)
+      # rows 'mean' averages: '' = the ids the source run trained (from its stored config),
+      # 'all', or ids / half-open ranges such as '9:265' or '1,2,9:265'
+      embedding_rows="",
       from_hf="",  # a local Hugging Face model directory (continued pretraining)
   )
   c.metrics = dict(tensorboard=True, progress_bar=True, plot=True)
@@ -123,13 +128,27 @@ def _validate_train(c: ml_collections.ConfigDict) -> None:
       if not isinstance(size, int) or (size < 1 and size != -1):
         raise ConfigError(f"mesh.{part}.{axis}", size, "must be a positive integer or -1")
   logical_rules(c.mesh.rules)
-  components = [x for x in c.init.components.split(",") if x]
-  for name in components:
-    if name not in INIT_COMPONENTS:
-      raise ConfigError("init.components", c.init.components,
-                        f"unknown component '{name}'; use a comma list of {INIT_COMPONENTS}")
+  _validate_init(c)
+
+
+def _validate_init(c: ml_collections.ConfigDict) -> None:
+  """The init section: component names, the embeddings strategy and its rows, one source."""
+  if not isinstance(c.init.components, str):
+    raise ConfigError("init.components", c.init.components,
+                      f"must be a comma list of {INIT_COMPONENTS}")
+  init_lib.expand_components(c.init.components)
+  named = [name.strip() for name in c.init.components.split(",")]
+  if "positions" in named and c.model.family != "gpt2":
+    raise ConfigError("init.components", c.init.components,
+                      f"'positions' needs a learned position table (model.family = gpt2, "
+                      f"not {c.model.family!r}); 'everything' skips it where there is none")
   if c.init.embeddings not in EMBEDDING_INITS:
     raise ConfigError("init.embeddings", c.init.embeddings, f"must be one of {EMBEDDING_INITS}")
+  init_lib.parse_rows(c.init.embedding_rows)
+  if c.init.embedding_rows.strip() and c.init.embeddings != "mean":
+    raise ConfigError("init.embedding_rows", c.init.embedding_rows,
+                      f"only init.embeddings = 'mean' averages rows (it is "
+                      f"{c.init.embeddings!r}); leave it empty")
   if c.init.from_checkpoint and c.init.from_hf:
     raise ConfigError("init.from_hf", c.init.from_hf,
                       "set either init.from_checkpoint or init.from_hf, not both")

@@ -72,8 +72,7 @@ class Trainer:
     c = exp.config
     self.mesh = sharding.make_mesh(c.mesh.ici, c.mesh.dcn, devices=devices)
     self.rules = sharding.logical_rules(c.mesh.rules)
-    self.model = Transformer(exp.model, ponder_passes=(
-        exp.ponder.max_passes if exp.ponder.depth_scaled_init else 1))
+    self.model = Transformer(exp.model, ponder_passes=exp.ponder.init_depth_passes)
     self.optimizer, self.schedule = make_optimizer(c.optim, exp.total_steps)
     self.source_names = pipeline.source_names(c.data)
     self.pause_id = exp.vocab.pause_id
@@ -120,9 +119,7 @@ class Trainer:
         params = jax.jit(lambda r: nn.meta.unbox(self._init_variables(r))["params"],
                          out_shardings=self.state_sharding.params)(jax.random.key(c.train.seed))
         if c.init.from_checkpoint:
-          params = init_lib.partial_init(params, ckpt_lib.load_params(c.init.from_checkpoint),
-                                         components=c.init.components.split(","),
-                                         embeddings=c.init.embeddings)
+          params = init_lib.init_from_checkpoint(params, c.init)
       params = jax.device_put(params, self.state_sharding.params)
       opt_state = jax.jit(self.optimizer.init,
                           out_shardings=self.state_sharding.opt_state)(params)
