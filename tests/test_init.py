@@ -156,7 +156,7 @@ TINY = ("--config.model.d_model=32", "--config.model.n_layers=1", "--config.mode
 
 def _train(config, workdir, *extra):
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  env["JAX_PLATFORMS"] = "cpu"
+  env.update(JAX_PLATFORMS="cpu", JAX_DEFAULT_PRNG_IMPL="rbg")  # rbg: as conftest, faster
   proc = subprocess.run([sys.executable, "-m", "ponder_jax.cli", f"--config={config}",
                          f"--workdir={workdir}", *TINY, *extra], env=env, cwd=REPO,
                         capture_output=True, text=True, timeout=600, check=False)
