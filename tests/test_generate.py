@@ -10,6 +10,7 @@ from ponder_jax.config import ConfigError, PonderConfig
 from ponder_jax.infer import Engine, SamplingConfig
 from ponder_jax.infer.generate import sample
 from ponder_jax.model import ponder
+from ponder_jax.model.transformer import Transformer
 from tests.helpers import init_params, tiny_config
 
 PAD, PAUSE = 0, 3
@@ -188,3 +189,25 @@ def test_bad_input_names_the_problem():
     gen.generate([[5]], max_new_tokens=2, num_pauses=2)
   with pytest.raises(ConfigError, match="top_p"):
     gen.generate([[5]], max_new_tokens=2, sampling=SamplingConfig(temperature=1, top_p=0))
+
+
+@pytest.mark.parametrize("family", ["gpt2", "neox", "llama"])
+def test_greedy_equals_transformers_generate(family):
+  """An imported tiny Hugging Face model decodes token for token as transformers' own cached
+  greedy `generate` does."""
+  import torch  # pylint: disable=import-outside-toplevel
+  from ponder_jax.convert import import_hf  # pylint: disable=import-outside-toplevel
+  from tests.test_convert import hf_model  # pylint: disable=import-outside-toplevel
+  reference = hf_model(family)
+  cfg, params = import_hf(reference)
+  model = Transformer(cfg)
+  engine = Engine(model, params, PonderConfig(), pad_id=PAD)
+  prompts = [[5, 17, 33, 8, 41, 9, 12], [22, 7], [60, 61, 62, 63, 64, 65, 66, 67, 68, 69]]
+  ours = engine.generate(prompts, max_new_tokens=16, stop_tokens=[0]).completions()
+  for prompt, got in zip(prompts, ours):
+    with torch.no_grad():
+      out = reference.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt),
+                                                                               dtype=torch.long),
+                               max_new_tokens=16, do_sample=False, use_cache=True,
+                               eos_token_id=0, pad_token_id=0)
+    assert out[0, len(prompt):].tolist() == got
