@@ -38,6 +38,7 @@ setup(
         "console_scripts": [
             "ponder-train=ponder_jax.cli:train_main",
             "ponder-convert=ponder_jax.convert.cli:main",
+            "ponder-generate=ponder_jax.infer.cli:main",
             "ponder-sweep=ponder_jax.sweep:main",
             "ponder-aot=ponder_jax.aot:main",
         ],

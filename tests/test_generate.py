@@ -211,3 +211,43 @@ def test_greedy_equals_transformers_generate(family):
                                max_new_tokens=16, do_sample=False, use_cache=True,
                                eos_token_id=0, pad_token_id=0)
     assert out[0, len(prompt):].tolist() == got
+
+
+def test_ponder_generate_cli_on_a_trained_workdir(tmp_path, capsys):
+  import json  # pylint: disable=import-outside-toplevel
+  import os  # pylint: disable=import-outside-toplevel
+  from ponder_jax.infer import cli, load  # pylint: disable=import-outside-toplevel
+  from ponder_jax.sweep import load_config  # pylint: disable=import-outside-toplevel
+  from ponder_jax.experiment import Experiment  # pylint: disable=import-outside-toplevel
+  from ponder_jax.train.trainer import Trainer  # pylint: disable=import-outside-toplevel
+  config = load_config(os.path.join(os.path.dirname(__file__), "configs", "tiny.py"))
+  config.ponder.update(dict(steps=1, scale_embeds=True))
+  workdir = str(tmp_path / "run")
+  config.mesh.ici.data = 1  # one of the 8 simulated devices
+  exp = Experiment.from_config(config)
+  Trainer(exp, workdir, devices=jax.devices()[:1]).run()
+  prompts = tmp_path / "prompts.jsonl"
+  prompts.write_text('{"prompt": "ROMEO:"}\n\n{"prompt": "To be, or not"}\n')
+  out = tmp_path / "out.jsonl"
+  cli.main(["--model", workdir, "--prompts", str(prompts), "--out", str(out),
+            "--max-new-tokens", "8", "--num-pauses", "2"])
+  rows = [json.loads(line) for line in out.read_text().splitlines()]
+  assert [r["prompt"] for r in rows] == ["ROMEO:", "To be, or not"]
+  loaded = load.load(workdir)
+  vocab = loaded.vocab
+  want = loaded.engine.generate([[vocab.bos_id] + vocab.encode(r["prompt"]) for r in rows],
+                                max_new_tokens=8, num_pauses=2, stop_tokens=[vocab.eos_id])
+  assert [r["tokens"] for r in rows] == want.completions()
+  assert "ROMEO:" in capsys.readouterr().out
+  # Bad input names what is wrong.
+  (tmp_path / "empty").mkdir()
+  bad = tmp_path / "bad.jsonl"
+  bad.write_text('{"prompt": "a"}\n{"prompt": 3}\n')
+  for args, message in ((["--model", str(tmp_path / "empty"), "--prompt", "x"],
+                         "no trainer checkpoint under"),
+                        (["--model", workdir, "--prompts", str(bad)], f"{bad}:2"),
+                        (["--model", workdir, "--prompt", "x", "--max-new-tokens", "0"],
+                         "max_new_tokens")):
+    with pytest.raises(SystemExit):
+      cli.main(args)
+    assert message in capsys.readouterr().err
