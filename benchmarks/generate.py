@@ -128,11 +128,11 @@ def main(argv=None) -> None:
   print(f"model: GPT-NeoX d 256, 4 layers, vocab 8192; batch {args.batch}, context "
         f"{args.context}, {args.new} new tokens, greedy; median of {args.repeats}\n")
   base = statistics.median(seconds[next(iter(arms))])
-  print(f"| arm | s | tokens/s | ms / token step | vs {next(iter(arms))} |")
-  print("|---|---|---|---|---|")
+  print(f"| arm | tokens/s | ms / token step | vs {next(iter(arms))} |")
+  print("|---|---|---|---|")
   for name, runs in seconds.items():
     median = statistics.median(runs)
-    print(f"| {name} | | {new_tokens / median:,.0f} | {1000 * median / args.new:.1f} | "
+    print(f"| {name} | {new_tokens / median:,.0f} | {1000 * median / args.new:.1f} | "
           f"{base / median:.2f}x |")
 
 
