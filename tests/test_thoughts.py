@@ -101,6 +101,8 @@ def test_records_round_trip(tmp_path):
     (['{"doc_id": 1, "chunk_index": 1, "text": "a"}'], r":1: .*lacks \[0\]"),
     (['{"doc_id": 1, "chunk_index": 0, "text": "a", "thought": 3}'], r":1: thought must be"),
     (['[1, 2]'], r":1: .*JSON object"),
+    (['{"doc_id": 1, "chunk_index": 0, "text": "a", "thought_ids": [3, -1]}'],
+     r":1: thought_ids must be"),
 ])
 def test_malformed_records_name_file_and_line(tmp_path, lines, message):
   path = tmp_path / "bad.jsonl"
@@ -114,3 +116,16 @@ def test_written_records_are_plain_json(tmp_path):
   thoughts.write_thought_records(path, [("d", [("x", "é")])])
   assert json.loads(path.read_text()) == {"doc_id": "d", "chunk_index": 0, "text": "x",
                                           "thought": "é"}
+
+
+def test_thought_ids_win_over_the_text_and_train_as_they_are(tmp_path):
+  """The E-step writes the ids it sampled: they train exactly, whatever the text re-encodes to."""
+  path = tmp_path / "t.jsonl"
+  path.write_text('{"doc_id": 1, "chunk_index": 0, "text": "Q", "thought": "zz", '
+                  '"thought_ids": [300, 301]}\n')
+  _, (doc,) = thoughts.read_thought_records(path)
+  assert doc == [("Q", (300, 301))]
+  vocab = ByteVocabulary()
+  example = thoughts.format_thought_document(doc, vocab, np.random.default_rng(0), prior_prob=1.0)
+  assert example["tokens"].tolist() == [vocab.bos_id, vocab.sol_id, vocab.prior_id, 300, 301,
+                                        vocab.eol_id, *vocab.encode("Q"), vocab.eos_id]

@@ -15,8 +15,10 @@ document back, `thought` is the latent thought Z behind that chunk or None. Thre
    `doc_id` is a string or integer naming the document; a document's records carry chunk_index
    0, 1, ..., n - 1 exactly once each, in any order and interleaved with other documents';
    `text` is the chunk's raw text (spacing included, so the texts concatenate to the document);
-   `thought` is a string or null (null or "" = no thought; the chunk is trained raw). Documents
-   come out in the order of their first record. Other keys (e.g. importance weights) are ignored.
+   `thought` is a string or null (null or "" = no thought; the chunk is trained raw). An optional
+   `thought_ids` (a list of token ids) wins over `thought`: the E-step writes the ids it sampled
+   and weighted, which decoding to text and encoding again need not give back. Documents come
+   out in the order of their first record. Other keys (e.g. importance weights) are ignored.
 3. The training layout (`format_thought_document`): per chunk with a thought, independently,
    the prior form `<SoL><PRIOR> Z <EoL> X` with probability `prior_prob` (0.5 in BoLT), else the
    posterior form `<SoL><EoL> X <SoL><POSTERIOR> Z <EoL>`; chunks without a thought stay raw;
@@ -38,7 +40,7 @@ import numpy as np
 
 from ponder_jax.data.vocab import Vocabulary
 
-Chunk = tuple[str, "str | None"]
+Chunk = tuple[str, "str | tuple[int, ...] | None"]  # thought: text, or token ids
 ThoughtDocument = list[Chunk]
 
 # BoLT's defaults (`chunk_gen.py`: units_per_chunk 8, min 1, max 20, chunk_seed 42): a chunk has
@@ -168,6 +170,12 @@ def read_thought_records(path: str | os.PathLike) -> tuple[list[str | int], list
       if thought is not None and not isinstance(thought, str):
         raise ThoughtRecordError(f"{where}: thought must be a string or null, "
                                  f"got {type(thought).__name__}")
+      if record.get("thought_ids") is not None:
+        ids = record["thought_ids"]
+        if not (isinstance(ids, list) and all(
+            isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids)):
+          raise ThoughtRecordError(f"{where}: thought_ids must be a list of token ids >= 0")
+        thought = tuple(ids)
       doc = chunks.setdefault(doc_id, {})
       if index in doc:
         raise ThoughtRecordError(f"{where}: doc_id {doc_id!r} chunk_index {index} already given "
@@ -205,6 +213,7 @@ def format_thought_document(chunks: Sequence[Chunk], vocab: Vocabulary, rng: np.
   """Token example of a thought document: bos, each chunk in its drawn form, eos; loss on all.
 
   One uniform draw per chunk with a thought, in chunk order, picks the form (< prior_prob: prior).
+  A thought is text (encoded here) or token ids (used as they are).
   """
   v = vocab
   pieces: list[list[int]] = [[v.bos_id]]
@@ -212,11 +221,12 @@ def format_thought_document(chunks: Sequence[Chunk], vocab: Vocabulary, rng: np.
     x = v.encode(text)
     if not thought:
       pieces.append(x)
-    elif rng.random() < prior_prob:
-      pieces += [[v.sol_id, v.prior_id], v.encode(thought), [v.eol_id], x]
+      continue
+    z = v.encode(thought) if isinstance(thought, str) else list(thought)
+    if rng.random() < prior_prob:
+      pieces += [[v.sol_id, v.prior_id], z, [v.eol_id], x]
     else:
-      pieces += [[v.sol_id, v.eol_id], x, [v.sol_id, v.posterior_id], v.encode(thought),
-                 [v.eol_id]]
+      pieces += [[v.sol_id, v.eol_id], x, [v.sol_id, v.posterior_id], z, [v.eol_id]]
   pieces.append([v.eos_id])
   tokens = np.fromiter((t for piece in pieces for t in piece), np.int32)
   return {"tokens": tokens, "loss_mask": np.ones_like(tokens)}
