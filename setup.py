@@ -39,6 +39,7 @@ setup(
             "ponder-train=ponder_jax.cli:train_main",
             "ponder-convert=ponder_jax.convert.cli:main",
             "ponder-generate=ponder_jax.infer.cli:main",
+            "ponder-bolt=ponder_jax.bolt.em:main",
             "ponder-sweep=ponder_jax.sweep:main",
             "ponder-aot=ponder_jax.aot:main",
         ],

@@ -2,6 +2,7 @@
 shards, and its records read back by the pipeline."""
 
 import glob
+import json
 import math
 import os
 import shutil
@@ -188,3 +189,54 @@ def test_bad_input_is_named(teacher, tmp_path):
   with pytest.raises(ConfigError, match="lacks the thought tokens"):
     estep.run_estep(small, VOCAB, DOCS, str(tmp_path), estep.EStepConfig())
   shutil.rmtree(tmp_path)
+
+
+def _tiny_bolt_config():
+  from ponder_jax.sweep import load_config  # pylint: disable=import-outside-toplevel
+  config = load_config(os.path.join(os.path.dirname(__file__), "..", "configs",
+                                    "bolt_synthetic.py"))
+  config.model.update(d_model=32, n_layers=1, n_heads=2, max_len=96)
+  config.data.seq_len = 64
+  config.train.update(global_batch_size=8, log_every=1, eval_batches=1)
+  config.optim.warmup_steps = 1
+  config.checkpoint.update(every=0, async_save=False)
+  config.metrics.progress_bar = False
+  config.bolt.update(iterations=1, warmstart_problems=16, warmstart_steps=2, corpus_problems=6,
+                     mstep_steps=2, eval_items=4)
+  config.bolt.estep.update(num_samples=2, max_thought_tokens=8, docs_per_shard=4, batch_size=8)
+  return config
+
+
+def test_em_driver_runs_every_stage_and_resumes(tmp_path):
+  from ponder_jax.bolt import em  # pylint: disable=import-outside-toplevel
+  config = _tiny_bolt_config()
+  rows = em.run(config, str(tmp_path), progress=False)
+  assert [row["stage"] for row in rows] == ["warm start", "raw baseline", "EM iteration 1"]
+  for row in rows:
+    assert 0.0 <= row["accuracy_direct"] <= 1.0 and 0.0 <= row["accuracy_thought"] <= 1.0
+  assert 0.0 <= rows[-1]["close_rate"] <= 1.0
+  assert len(glob.glob(str(tmp_path / "iter_1" / "estep" / "shard-*.jsonl"))) == 2
+  for name in ("summary.json", "summary.md", "summary.png"):
+    assert (tmp_path / name).exists()
+  # The M-step trained on the E-step's shards: its stored config names them.
+  stored = json.loads((tmp_path / "iter_1" / "mstep" / "checkpoints" / "2" / "config" /
+                       "metadata").read_text())
+  assert stored["data"]["sources"]["latent"]["path"].endswith("estep/shard-*.jsonl")
+  # Run again: every stage is done, nothing retrains, the same rows come back.
+  stamps = {p: p.stat().st_mtime for p in tmp_path.rglob("*") if p.is_file()
+            and "summary" not in p.name}
+  assert em.run(config, str(tmp_path), progress=False) == rows
+  assert all(p.stat().st_mtime == t for p, t in stamps.items())
+
+
+def test_bad_bolt_config_is_named():
+  from ponder_jax.bolt import em  # pylint: disable=import-outside-toplevel
+  config = _tiny_bolt_config()
+  for key, value, message in (("restart", "sometimes", "bolt.restart"),
+                              ("iterations", 0, "bolt.iterations"),
+                              ("base", "/no/such/dir", "bolt.base")):
+    with pytest.raises(ConfigError, match=message):
+      em.BoltConfig.from_config({**config.bolt.to_dict(), key: value})
+  with pytest.raises(ConfigError, match="bolt.estep.num_samples"):
+    em.BoltConfig.from_config({**config.bolt.to_dict(),
+                               "estep": {**config.bolt.estep.to_dict(), "num_samples": 0}})

@@ -267,6 +267,7 @@ def summarize(out_dir: str) -> dict[str, float]:
           total[key] = total.get(key, 0) + value
   if total:
     total["close_rate"] = total["closed"] / max(total["samples"], 1)
-    total["elbo_per_chunk"] = total["elbo_sum"] / max(total["elbo_chunks"], 1)
-    total["elbo_per_token"] = total["elbo_sum"] / max(total["x_tokens"], 1)
+    closed = total["elbo_chunks"] > 0  # else no chunk has a finite bound
+    total["elbo_per_chunk"] = total["elbo_sum"] / total["elbo_chunks"] if closed else None
+    total["elbo_per_token"] = total["elbo_sum"] / total["x_tokens"] if closed else None
   return total
