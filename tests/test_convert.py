@@ -1,11 +1,14 @@
 """Hugging Face interop against real `transformers` models: logit parity in and out, sharded
-import, tokenizers with added tokens, the CLI, and refusals of bad or unsafe input.
+import, tokenizers with added tokens, the CLI, and refusals of bad or unsafe input; pondering
+models exported with their loop (logits and greedy decoding against the project's forward), the
+project's vocabularies as Hugging Face tokenizers, and the trained demo-style model end to end.
 
 Reference models are tiny random GPT2LMHeadModel / GPTNeoXForCausalLM / LlamaForCausalLM built
 from configs, with every weight (norms and biases included) moved off its init so that a
 swapped or dropped tensor changes the logits. fp32, torch eval mode.
 """
 
+import dataclasses
 import json
 import os
 import pickle
@@ -20,11 +23,16 @@ import transformers
 from safetensors.numpy import load_file, save_file
 
 from ponder_jax import sharding
-from ponder_jax.config import ConfigError
-from ponder_jax.convert import cli, export_hf, import_hf, load_hf_vocabulary, load_pretrained
+from ponder_jax.config import ConfigError, PonderConfig
+from ponder_jax.convert import (cli, export_hf, hf_vocabulary, import_hf, load_hf_vocabulary,
+                                load_pretrained, read_ponder_config)
 from ponder_jax.convert import sources
 from ponder_jax.convert.sources import CheckpointError
+from ponder_jax.data import sources as data_sources
+from ponder_jax.data.vocab import load_vocabulary
+from ponder_jax.model import ponder as ponder_lib
 from ponder_jax.model.transformer import Transformer
+from tests.helpers import init_params, tiny_config
 
 VOCAB = 96  # even, so the vocab axis splits over tensor=2
 MAX_LEN = 48
@@ -483,3 +491,357 @@ def test_trainer_continues_pretraining_from_hf_with_pondering_and_pauses(tokeniz
   assert rows and all(np.isfinite(r["loss"]) for r in rows)
   trained = ckpt_lib.load_params(str(tmp_path))
   assert not np.array_equal(trained["token_embed"], imported["token_embed"])
+
+
+# Pondering exports ----------------------------------------------------------------------------
+# Each s with the switches that change it: s = 0 still scales E0; s = 1 mixes over the whole
+# vocabulary from s * E0; s = 3 over the top 8 tokens.
+PONDER_CASES = {
+    0: PonderConfig(steps=0, scale_embeds=True),
+    1: PonderConfig(steps=1, scale_embeds=True, multiply_initial=True),
+    3: PonderConfig(steps=3, scale_embeds=True, multiply_initial=True, top_k=8),
+}
+GREEDY_NEW = 8
+
+
+def ponder_model(family: str, seed: int = 0, vocab_size: int = VOCAB, **overrides):
+  """A tiny project model with every param moved off its init (as hf_model does)."""
+  cfg = tiny_config(family, vocab_size=vocab_size, max_len=MAX_LEN, **overrides)
+  model, params = init_params(cfg, seed=seed)
+  leaves, treedef = jax.tree_util.tree_flatten(params)
+  keys = jax.random.split(jax.random.key(seed + 100), len(leaves))
+  leaves = [p + 0.1 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)]
+  return cfg, model, jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def ponder_logits(model, params, ponder, tokens, mask=None) -> np.ndarray:
+  """The project's forward (ponder.forward), fp32, with segment ids from the padding mask."""
+  mask = np.ones_like(tokens) if mask is None else mask
+  positions = np.broadcast_to(np.arange(tokens.shape[1], dtype=np.int32), tokens.shape)
+  run = jax.jit(lambda p, t, pos, seg: ponder_lib.forward(model, p, t, pos, seg, ponder=ponder))
+  return np.asarray(run(params, jnp.asarray(tokens), jnp.asarray(positions), jnp.asarray(mask)))
+
+
+def greedy(model, params, ponder, prompt, new_tokens: int) -> list[list[int]]:
+  """The project's greedy decoding by full recompute: argmax of the last position, append.
+
+  The sequence lives in a fixed buffer (one compile): with causal passes, the positions after
+  the last token do not change its logits.
+  """
+  prompt = np.asarray(prompt, np.int32)
+  length = prompt.shape[1]
+  tokens = np.zeros((prompt.shape[0], length + new_tokens), np.int32)
+  tokens[:, :length] = prompt
+  run = jax.jit(lambda p, t: ponder_lib.forward(model, p, t, ponder=ponder).argmax(-1))
+  for last in range(length, length + new_tokens):
+    tokens[:, last] = np.asarray(run(params, jnp.asarray(tokens)))[:, last - 1]
+  return tokens.tolist()
+
+
+def cached_greedy(model, params, ponder, prompt, new_tokens: int, stop_tokens=()):
+  """The project's KV-cached greedy decoding (ponder_jax.infer), prompt included; None while
+  that module is absent."""
+  try:
+    from ponder_jax.infer.engine import Engine  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    return None
+  engine = Engine(model, params, ponder, pad_id=0, vocab_size=model.cfg.vocab_size)
+  prompts = np.asarray(prompt).tolist()
+  out = engine.generate(prompts, max_new_tokens=new_tokens, stop_tokens=stop_tokens)
+  return [p + c for p, c in zip(prompts, out.completions())]
+
+
+def until_eos(rows, eos):
+  """Each row up to and including its first generated eos (transformers stops there)."""
+  out = []
+  for row in rows:
+    out.append(row[:row.index(eos) + 1] if eos is not None and eos in row else row)
+  return out
+
+
+def hf_greedy(model, prompt, new_tokens: int, **kwargs) -> list[list[int]]:
+  with torch.no_grad():
+    out = model.generate(torch.tensor(np.asarray(prompt), dtype=torch.long),
+                         attention_mask=torch.ones(np.shape(prompt), dtype=torch.long),
+                         max_new_tokens=new_tokens, do_sample=False, **kwargs)
+  return out.tolist()
+
+
+def load_remote(directory):
+  return transformers.AutoModelForCausalLM.from_pretrained(str(directory),
+                                                           trust_remote_code=True).eval()
+
+
+@pytest.mark.parametrize("steps", sorted(PONDER_CASES))
+@pytest.mark.parametrize("family", ["gpt2", "neox", "llama"])
+def test_pondering_export_matches_the_project_forward_and_greedy_decoding(family, steps, tmp_path):
+  ponder = PONDER_CASES[steps]
+  # GPT-2 with a tied head at s = 0 and 3 (E_in is also the head), untied at s = 1.
+  untied = dict(tie_embeddings=False) if family == "gpt2" and steps == 1 else {}
+  cfg, model, params = ponder_model(family, seed=steps, **untied)
+  assert export_hf(cfg, params, tmp_path, ponder=ponder) == []
+  hf_config = json.loads((tmp_path / "config.json").read_text())
+  assert hf_config["model_type"] == "ponder_" + hf_config["model_type"].removeprefix("ponder_")
+  assert (tmp_path / "modeling_ponder.py").is_file() and "AutoModelForCausalLM" in (
+      hf_config["auto_map"])
+  reloaded = load_remote(tmp_path)
+  assert type(reloaded).__name__.startswith("Ponder")
+
+  tokens, mask = batch()
+  want = ponder_logits(model, params, ponder, tokens, mask)
+  diff = max_diff(hf_logits(reloaded, tokens, mask), want, mask)
+  plain = max_diff(our_logits(cfg, params, tokens, mask), want, mask)
+  prompt = tokens[[0, 2], :6]
+  want_tokens = greedy(model, params, ponder, prompt, GREEDY_NEW)
+  print(f"{family} s={steps}: export max |logit diff| = {diff:.2e} (plain backbone: {plain:.2f}); "
+        f"greedy {[row[6:] for row in want_tokens]}")
+  assert diff <= TOL and plain > 100 * TOL  # the plain backbone would fail this comparison
+  assert np.abs(want).max() > 1.0
+  assert len({t for row in want_tokens for t in row[6:]}) > 1  # not one repeated token
+  assert hf_greedy(reloaded, prompt, GREEDY_NEW) == want_tokens
+  # A cache of one pass would be wrong for the next: use_cache=True is overridden.
+  assert hf_greedy(reloaded, prompt, GREEDY_NEW, use_cache=True) == want_tokens
+  if steps == 3:  # the cached decoding compiles its own programs: the longest case only
+    assert cached_greedy(model, params, ponder, prompt, GREEDY_NEW) in (None, want_tokens)
+
+  # Round trip: the same model config, ponder settings and params come back.
+  cfg_back, params_back = import_hf(tmp_path)
+  assert cfg_back == cfg and read_ponder_config(tmp_path) == ponder
+  jax.tree.map(np.testing.assert_array_equal, params_back, jax.device_get(params))
+  assert read_ponder_config(reloaded) == ponder  # from the in-memory model too
+
+
+def test_pondering_export_overrides_and_refusals(tmp_path):
+  cfg, model, params = ponder_model("neox")
+  ponder = PONDER_CASES[1]
+  export_hf(cfg, params, tmp_path, ponder=ponder)
+  # Without trust_remote_code the directory does not load as a plain GPT-NeoX.
+  with pytest.raises(ValueError, match="trust_remote_code"):
+    transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path))
+  # The number of passes is a config key: more passes at inference than in training.
+  three = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path), trust_remote_code=True,
+                                                            ponder_steps=3).eval()
+  tokens, mask = batch()
+  want = ponder_logits(model, params, dataclasses.replace(ponder, steps=3), tokens, mask)
+  assert max_diff(hf_logits(three, tokens, mask), want, mask) <= TOL
+
+  # Labels give transformers' shifted cross-entropy of the pondering logits.
+  reloaded = load_remote(tmp_path)
+  with torch.no_grad():
+    out = reloaded(input_ids=torch.tensor(tokens[:1], dtype=torch.long),
+                   labels=torch.tensor(tokens[:1], dtype=torch.long))
+  logits = torch.tensor(ponder_logits(model, params, ponder, tokens[:1]))
+  expected = torch.nn.functional.cross_entropy(logits[0, :-1], torch.tensor(tokens[0, 1:]).long())
+  assert abs(float(out.loss) - float(expected)) < 1e-4
+
+  edited = json.loads((tmp_path / "config.json").read_text())
+  (tmp_path / "config.json").write_text(json.dumps({**edited, "ponder_steps": -1}))
+  with pytest.raises(ConfigError, match=r"config.json:ponder_steps' = -1: must be an integer"):
+    read_ponder_config(tmp_path)
+  with pytest.raises(ConfigError, match=r"config:ponder_nonsense' = 1: unknown key"):
+    read_ponder_config({**edited, "ponder_nonsense": 1})
+  with pytest.raises(ConfigError, match=r"model_type' = 'gpt_neox'.*transformers would run it "
+                                        r"plain"):
+    read_ponder_config({**edited, "model_type": "gpt_neox"})
+  # A plain model exports plain, and a plain export over a pondering one leaves no modeling file.
+  assert export_hf(cfg, params, tmp_path) == []
+  assert not (tmp_path / "modeling_ponder.py").exists()
+  assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "gpt_neox"
+  assert read_ponder_config(tmp_path) == PonderConfig()
+
+
+def _trainer_checkpoint(workdir, cfg, params, ponder, vocab="byte"):
+  """A trainer-layout checkpoint (what train/checkpoint.py writes) of `params`."""
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  manager = ocp.CheckpointManager(
+      str(workdir / "checkpoints"),
+      item_handlers={"state": ocp.StandardCheckpointHandler(),
+                     "config": ocp.JsonCheckpointHandler()})
+  manager.save(3, args=ocp.args.Composite(
+      state=ocp.args.StandardSave({"params": params, "step": jnp.asarray(3)}),
+      config=ocp.args.JsonSave({"model": dataclasses.asdict(cfg),
+                                "ponder": dataclasses.asdict(ponder),
+                                "data": {"vocab": vocab}, "init": {"from_hf": ""}})))
+  manager.wait_until_finished()
+
+
+def test_cli_never_exports_a_pondering_model_plain_without_the_flag(tmp_path, capsys):
+  cfg, model, params = ponder_model("llama", vocab_size=576)
+  ponder = PONDER_CASES[1]
+  _trainer_checkpoint(tmp_path / "work", cfg, params, ponder)
+
+  cli.main(["--to-hf", str(tmp_path / "work"), "--out", str(tmp_path / "hf")])
+  printed = capsys.readouterr()
+  assert "pondering llama model (s = 1, scale_embeds, multiply_initial)" in printed.out
+  hf_config = json.loads((tmp_path / "hf" / "config.json").read_text())
+  assert hf_config["model_type"] == "ponder_llama" and hf_config["ponder_steps"] == 1
+  # The run's byte vocabulary comes along by default, its special ids in config.json.
+  assert (hf_config["pad_token_id"], hf_config["bos_token_id"], hf_config["eos_token_id"]) == (
+      0, 1, 2)
+  assert load_hf_vocabulary(str(tmp_path / "hf"), add_tokens=False).vocab_size == 576
+  tokens, mask = batch(vocab=576)
+  want = ponder_logits(model, params, ponder, tokens, mask)
+  assert max_diff(hf_logits(load_remote(tmp_path / "hf"), tokens, mask), want, mask) <= TOL
+
+  cli.main(["--to-hf", str(tmp_path / "work"), "--out", str(tmp_path / "plain"),
+            "--plain-backbone", "--no-tokenizer"])
+  printed = capsys.readouterr()
+  assert "computes a different function" in printed.err
+  for lost in ("ponder.steps = 1", "ponder.scale_embeds", "ponder.multiply_initial"):
+    assert lost in printed.err, (lost, printed.err)
+  assert "llama backbone, no tokenizer" in printed.out
+  plain = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "plain")).eval()
+  assert type(plain) is transformers.LlamaForCausalLM
+  assert not (tmp_path / "plain" / "tokenizer.json").exists()
+  assert not (tmp_path / "plain" / "modeling_ponder.py").exists()
+  assert max_diff(hf_logits(plain, tokens, mask), our_logits(cfg, params, tokens, mask),
+                  mask) <= TOL
+
+  # --from-hf keeps the ponder settings; exporting that checkpoint again ponders the same way.
+  cli.main(["--from-hf", str(tmp_path / "hf"), "--out", str(tmp_path / "ckpt")])
+  assert json.loads((tmp_path / "ckpt" / "ponder_config.json").read_text())["steps"] == 1
+  cli.main(["--to-hf", str(tmp_path / "ckpt"), "--out", str(tmp_path / "again")])
+  assert read_ponder_config(tmp_path / "again") == ponder
+  assert max_diff(hf_logits(load_remote(tmp_path / "again"), tokens, mask), want, mask) <= TOL
+
+
+# The project's tokenizers ---------------------------------------------------------------------
+def _source_examples(vocab, name, section, count):
+  spec = data_sources.validate_source(name, section)
+  source = data_sources.open_source(spec, vocab, "train")
+  return [source.example(source[i], np.random.default_rng(i))["tokens"].tolist()
+          for i in range(count)]
+
+
+@pytest.mark.parametrize("spec", ["sentencepiece", "byte"])
+def test_project_vocabularies_export_as_hf_tokenizers_with_the_same_ids(spec, tmp_path):
+  vocab = load_vocabulary(spec)
+  hf_vocabulary(vocab).save(str(tmp_path))
+  for file in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+    assert (tmp_path / file).is_file(), file
+  tokenizer = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
+  back = load_hf_vocabulary(str(tmp_path), add_tokens=False)  # what init.from_hf reads
+  assert len(tokenizer) == back.vocab_size == vocab.vocab_size
+  assert back.special_ids == vocab.special_ids and back.added_ids == ()
+  assert back.num_procedural == vocab.num_procedural
+  assert list(back.procedural_id(np.arange(vocab.num_procedural))) == list(
+      vocab.procedural_id(np.arange(vocab.num_procedural)))
+  assert (tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id) == (
+      vocab.pad_id, vocab.bos_id, vocab.eos_id)
+  for name, i in vocab.special_ids.items():
+    assert tokenizer.convert_ids_to_tokens(i) == vocab.decode([i]), name
+
+  # Shipped text: every paragraph of a sample, encoded one by one and as one document.
+  text = open(data_sources.shipped_text_path(), encoding="utf-8").read()
+  sample = text if spec == "sentencepiece" else text[:100_000]
+  paragraphs = [p + "\n\n" for p in sample.split("\n\n")]
+  want = vocab.encode_batch(paragraphs)
+  got = tokenizer(paragraphs, add_special_tokens=False)["input_ids"]
+  mismatched = sum(a != b for a, b in zip(got, want))
+  assert tokenizer(sample, add_special_tokens=False)["input_ids"] == vocab.encode(sample)
+  assert tokenizer(paragraphs[0])["input_ids"] == [vocab.bos_id] + want[0]  # bos, as in training
+  # Text that looks like a special token stays text, as in the project's encode.
+  typed = "a <pause> b <|START_OF_LATENT|> <proc_3> <eos> \u2581 c"
+  assert tokenizer(typed, add_special_tokens=False)["input_ids"] == vocab.encode(typed)
+
+  # Math with thoughts (both layouts), the shipped text and procedural items, as the pipeline
+  # builds them: the HF tokenizer gives the same example ids, and decodes them as the project.
+  math = {"kind": "math", "thoughts": True, "train_size": 200, "validation_size": 10,
+          "test_size": 10}
+  sections = {"math": math, "shakespeare": {"kind": "text"},
+              "dyck": {"kind": "procedural", "task": "dyck", "k": 16, "length": 64}}
+  examples = 0
+  for name, section in sections.items():
+    project = _source_examples(vocab, name, section, 40)
+    assert _source_examples(back, name, section, 40) == project, name
+    for ids in project:
+      assert tokenizer.decode(ids) == vocab.decode(ids), name
+      examples += 1
+  for ids in project:  # procedural symbols: by name and back
+    assert tokenizer.convert_tokens_to_ids(tokenizer.convert_ids_to_tokens(ids)) == ids
+  assert sum(vocab.sol_id in ids for ids in _source_examples(vocab, "math", math, 10)) == 10
+  for paragraph, ids in zip(paragraphs, want):
+    assert tokenizer.decode(ids) == vocab.decode(ids) == paragraph.replace("\u2581", " ")
+  print(f"{spec}: {len(paragraphs)} paragraphs ({len(sample)} chars), {mismatched} mismatched; "
+        f"{examples} pipeline examples identical")
+  assert mismatched == 0
+
+
+# The demo model, end to end ---------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+  """A few steps of configs/demo.py at test size: pondering (s = 1, scaled embeddings) GPT-NeoX,
+  the shipped SentencePiece vocabulary, pauses, a Dyck warm-up, math with thoughts and text."""
+  from ponder_jax.sweep import load_config  # pylint: disable=import-outside-toplevel
+  from ponder_jax.train.trainer import build_trainer  # pylint: disable=import-outside-toplevel
+  config = load_config(os.path.join(os.path.dirname(__file__), "..", "configs", "demo.py"))
+  config.model.update(d_model=32, n_layers=2, n_heads=4, max_len=64)
+  config.data.seq_len = 64
+  config.data.sources.dyck.length = 64
+  config.data.sources.math.update(train_size=200, validation_size=20, test_size=20)
+  config.data.phases.warmup.steps = 1
+  config.data.prefetch_batches = 0
+  config.train.update(steps=3, global_batch_size=8, log_every=1, eval_every=0, eval_batches=1)
+  config.checkpoint.update(every=0, async_save=False)
+  config.metrics.update(tensorboard=False, progress_bar=False, plot=False)
+  workdir = tmp_path_factory.mktemp("demo")
+  trainer = build_trainer(config, str(workdir))
+  trainer.run()
+  assert trainer.exp.ponder.steps == 1 and trainer.exp.ponder.scale_embeds
+  return config, trainer, str(workdir)
+
+
+def test_demo_run_exports_with_its_tokenizer_and_pondering(demo_run, tmp_path):
+  from ponder_jax.train import checkpoint as ckpt_lib  # pylint: disable=import-outside-toplevel
+  from ponder_jax.train.trainer import build_trainer  # pylint: disable=import-outside-toplevel
+  config, trainer, workdir = demo_run
+  out = tmp_path / "demo-hf"
+  cli.main(["--to-hf", workdir, "--out", str(out)])  # no flags: the model and tokenizer as run
+  params = ckpt_lib.load_params(workdir)
+  model, ponder, vocab = trainer.model, trainer.exp.ponder, trainer.exp.vocab
+  hf_config = json.loads((out / "config.json").read_text())
+  assert hf_config["model_type"] == "ponder_gpt_neox" and hf_config["ponder_scale_embeds"]
+  assert [hf_config[f"{n}_token_id"] for n in ("bos", "eos", "pad")] == [
+      vocab.bos_id, vocab.eos_id, vocab.pad_id]
+
+  # Real text through the exported tokenizer and model, against the project's on its own ids.
+  tokenizer = transformers.AutoTokenizer.from_pretrained(str(out), trust_remote_code=True)
+  hf = load_remote(out)
+  text = open(data_sources.shipped_text_path(), encoding="utf-8").read()
+  lines = [text[i:i + 400] for i in (5_000, 400_000, 800_000)]
+  ids = [[vocab.bos_id] + vocab.encode(line) for line in lines]
+  assert tokenizer(lines)["input_ids"] == ids
+  length = min(min(len(row) for row in ids), 64)
+  tokens = np.asarray([row[:length] for row in ids], np.int32)
+  want = ponder_logits(model, params, ponder, tokens)
+  with torch.no_grad():
+    got = hf(**tokenizer(lines, return_tensors="pt", truncation=True, max_length=length)).logits
+  diff = float(np.abs(got.numpy() - want).max())
+  plain = float(np.abs(our_logits(trainer.exp.model, params, tokens, np.ones_like(tokens))
+                       - want).max())
+  print(f"demo: max |logit diff| = {diff:.2e} on {tokens.shape} shipped-text tokens "
+        f"(plain backbone: {plain:.2f})")
+  assert diff <= TOL and plain > 100 * TOL
+
+  prompt = tokens[:, :24]
+  want_tokens = until_eos(greedy(model, params, ponder, prompt, GREEDY_NEW), vocab.eos_id)
+  got_tokens = hf_greedy(hf, prompt, GREEDY_NEW)
+  assert until_eos(got_tokens, vocab.eos_id) == want_tokens
+  cached = cached_greedy(model, params, ponder, prompt, GREEDY_NEW, stop_tokens=[vocab.eos_id])
+  assert cached in (None, want_tokens)
+  print("demo greedy:", [tokenizer.decode(row[24:]) for row in got_tokens])
+
+  # init.from_hf on the export: the same model config, ponder settings, vocabulary and params,
+  # hence the same function to continue training from.
+  again = config.copy_and_resolve_references()
+  again.init.from_hf = str(out)
+  again.ponder.update(dataclasses.asdict(read_ponder_config(out)))
+  continued = build_trainer(again, str(tmp_path / "continued"))
+  assert continued.exp.model == trainer.exp.model and continued.exp.ponder == ponder
+  assert continued.exp.vocab.special_ids == vocab.special_ids
+  assert continued.exp.vocab.vocab_size == vocab.vocab_size
+  assert continued.exp.vocab.encode(lines[0]) == vocab.encode(lines[0])
+  initial = jax.device_get(continued.init_state().params)
+  jax.tree.map(np.testing.assert_array_equal, initial, params)
+  np.testing.assert_allclose(
+      ponder_logits(continued.model, initial, continued.exp.ponder, tokens), want, atol=1e-5)

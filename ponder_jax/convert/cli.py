@@ -2,14 +2,19 @@
 
   ponder-convert --from-hf HF_DIR --out CKPT_DIR [--weights-only] [--num-procedural N]
                  [--new-row-init mean|normal] [--new-row-std S] [--vocab-multiple M]
-  ponder-convert --to-hf CKPT_DIR --out HF_DIR [--model-config JSON] [--tokenizer DIR]
+  ponder-convert --to-hf CKPT_DIR --out HF_DIR [--model-config JSON]
+                 [--tokenizer DIR | --no-tokenizer] [--plain-backbone]
 
 --from-hf writes the converter layout of checkpoint.py. With a tokenizer.json in HF_DIR (and no
 --weights-only) it goes through `load_pretrained`: the project's reserved tokens are added and
-the embedding tables grown; --weights-only keeps the weights exactly as they are.
+the embedding tables grown; --weights-only keeps the weights exactly as they are. The ponder
+settings of a pondering export come along.
 --to-hf reads a converter checkpoint or a trainer checkpoint (workdir, checkpoints/ or step dir)
-and writes config.json + model.safetensors, plus the tokenizer stored with a converter
-checkpoint or the one in --tokenizer (a directory with tokenizer.json).
+and writes config.json + model.safetensors, plus the tokenizer: the run's own (its data.vocab,
+SentencePiece and byte vocabularies included), the one stored with a converter checkpoint, or
+the one in --tokenizer (a directory with tokenizer.json). A model that ponders is written with
+its pondering loop (modeling_ponder.py, loaded with trust_remote_code=True); --plain-backbone
+writes its backbone alone and prints what that drops.
 """
 
 from __future__ import annotations
@@ -41,8 +46,14 @@ def _parser() -> argparse.ArgumentParser:
                       help="--from-hf: grown vocabulary tables round up to this many rows")
   parser.add_argument("--model-config", metavar="JSON",
                       help="--to-hf: model config to use instead of the checkpoint's")
-  parser.add_argument("--tokenizer", metavar="DIR",
-                      help="--to-hf: tokenizer directory to export with the weights")
+  tokenizer = parser.add_mutually_exclusive_group()
+  tokenizer.add_argument("--tokenizer", metavar="DIR",
+                         help="--to-hf: tokenizer directory to export instead of the run's own")
+  tokenizer.add_argument("--no-tokenizer", action="store_true",
+                         help="--to-hf: write no tokenizer")
+  parser.add_argument("--plain-backbone", action="store_true",
+                      help="--to-hf: write a pondering model as its plain backbone, which "
+                           "computes a different function (what is dropped is printed)")
   return parser
 
 
@@ -57,20 +68,44 @@ def _from_hf(args: argparse.Namespace) -> None:
     cfg, params, vocabulary = hf.load_pretrained(
         args.from_hf, num_procedural=args.num_procedural, new_row_init=args.new_row_init,
         new_row_std=args.new_row_std, vocab_multiple=args.vocab_multiple)
-  checkpoint.save(args.out, cfg, params, vocabulary)
+  ponder = hf.read_ponder_config(args.from_hf)
+  checkpoint.save(args.out, cfg, params, vocabulary, ponder=ponder)
   added = f", tokenizer with {vocabulary.vocab_size} ids" if vocabulary else ""
-  print(f"ponder-convert: {cfg.family} model ({cfg.n_layers} layers, d_model {cfg.d_model}, "
-        f"vocab {cfg.vocab_size}{added}) -> {os.path.abspath(args.out)}")
+  print(f"ponder-convert: {_describe(cfg, ponder)} ({cfg.n_layers} layers, d_model "
+        f"{cfg.d_model}, vocab {cfg.vocab_size}{added}) -> {os.path.abspath(args.out)}")
+
+
+def _describe(cfg, ponder) -> str:
+  # pylint: disable-next=import-outside-toplevel
+  from ponder_jax.convert import hf
+  if not hf.ponders(ponder):
+    return f"{cfg.family} model"
+  switches = [name for name in ("scale_embeds", "multiply_initial") if getattr(ponder, name)]
+  switches += [f"top_k={ponder.top_k}"] if ponder.top_k else []
+  return (f"pondering {cfg.family} model (s = {ponder.steps}"
+          f"{', ' + ', '.join(switches) if switches else ''})")
 
 
 def _to_hf(args: argparse.Namespace) -> None:
   # pylint: disable-next=import-outside-toplevel
   from ponder_jax.convert import checkpoint, hf, tokenizer
-  cfg, params, vocabulary = checkpoint.load(args.to_hf, model_config=args.model_config)
+  cfg, params, vocabulary, ponder = checkpoint.load(
+      args.to_hf, model_config=args.model_config,
+      vocabulary=not (args.tokenizer or args.no_tokenizer))
   if args.tokenizer:
     vocabulary = tokenizer.load_hf_vocabulary(args.tokenizer, add_tokens=False)
-  hf.export_hf(cfg, params, args.out, vocabulary=vocabulary)
-  print(f"ponder-convert: {cfg.family} model -> {os.path.abspath(args.out)}")
+  lost = hf.export_hf(cfg, params, args.out, ponder=ponder, vocabulary=vocabulary,
+                      plain_backbone=args.plain_backbone)
+  out = os.path.abspath(args.out)
+  if lost:
+    print(f"ponder-convert: --plain-backbone: {out} holds the plain {cfg.family} backbone of a "
+          "pondering model and computes a different function; dropped:\n  "
+          + "\n  ".join(lost), file=sys.stderr)
+    what = f"{cfg.family} backbone"
+  else:
+    what = _describe(cfg, ponder)
+  added = f" + tokenizer ({vocabulary.vocab_size} ids)" if vocabulary else ", no tokenizer"
+  print(f"ponder-convert: {what}{added} -> {out}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

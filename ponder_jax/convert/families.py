@@ -87,10 +87,20 @@ def _rope(hf: Mapping[str, Any], where: str, legacy_theta_key: str) -> tuple[flo
 
 
 def _model_config(where: str, **fields) -> ModelConfig:
+  """The ModelConfig of `fields`, with sizes that equal their defaults stored as the default
+  (0), so that exporting a ModelConfig and importing it gives the same ModelConfig back."""
   try:
-    return ModelConfig(**fields).validated()
+    cfg = ModelConfig(**fields).validated()
   except ConfigError as e:
     raise ConfigError(f"{where} -> {e.key}", e.value, str(e)) from e
+  defaults = dict(d_ff=0, head_dim=0, n_kv_heads=0)
+  implied = dataclasses.replace(cfg, **defaults)
+  same = {key: 0 for key, derived in (("d_ff", "ff_size"), ("head_dim", "head_size"),
+                                       ("n_kv_heads", "kv_heads"))
+          if getattr(cfg, key) and getattr(implied, derived) == getattr(cfg, derived)}
+  if cfg.d_model % cfg.n_heads:
+    same.pop("head_dim", None)  # the default needs n_heads to divide d_model
+  return dataclasses.replace(cfg, **same)
 
 
 class Family(abc.ABC):
@@ -425,10 +435,18 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in (Gpt2(), NeoX(), Llama()
 BY_FAMILY: dict[str, Family] = {f.family: f for f in FAMILIES.values()}
 
 
+# A pondering export's model_type is the family's with this prefix (hf.py, modeling_ponder.py).
+PONDER_MODEL_TYPE_PREFIX = "ponder_"
+
+
 def family_of(hf: Mapping[str, Any], where: str) -> Family:
-  """The Family of a config.json dict, by its model_type."""
+  """The Family of a config.json dict, by its model_type (plain or a pondering export's)."""
   model_type = hf.get("model_type")
-  if model_type not in FAMILIES:
+  base = model_type
+  if isinstance(model_type, str) and model_type.startswith(PONDER_MODEL_TYPE_PREFIX):
+    base = model_type[len(PONDER_MODEL_TYPE_PREFIX):]
+  if base not in FAMILIES:
+    supported = sorted(FAMILIES) + sorted(PONDER_MODEL_TYPE_PREFIX + t for t in FAMILIES)
     raise ConfigError(f"{where}:model_type", model_type,
-                      f"is not supported; supported model types are {sorted(FAMILIES)}")
-  return FAMILIES[model_type]
+                      f"is not supported; supported model types are {supported}")
+  return FAMILIES[base]

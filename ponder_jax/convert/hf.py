@@ -16,15 +16,25 @@ vocabulary tables: rows of new tokens, and rows added to round the table up to
 transformers' `resize_token_embeddings(mean_resizing=True)` does for the mean), or at
 N(0, new_row_std^2) with `new_row_init='normal'`. An untied head gets the same treatment.
 
-`export_hf(cfg, params, dir)` writes config.json + model.safetensors (fp32) that
-`transformers.AutoModelForCausalLM.from_pretrained` loads, and the tokenizer when given.
+`export_hf(cfg, params, dir, ponder=..., vocabulary=...)` writes config.json + model.safetensors
+(fp32) that `transformers.AutoModelForCausalLM.from_pretrained` loads, and the tokenizer when
+given (any project vocabulary: tokenizer.py's `hf_vocabulary`). A model that ponders is
+exported as what it computes: model_type `ponder_<family>`, its `ponder.*` settings as
+`ponder_*` keys, and modeling_ponder.py (registered through `auto_map`), which runs the pondering
+loop on the family's transformers model under `trust_remote_code=True`; loading it without that
+flag fails rather than giving the plain backbone. Only `plain_backbone=True` writes such a
+model as its plain backbone, and export_hf returns what that drops. `read_ponder_config` reads
+the settings back, so an export re-imports as the same model config, ponder settings and
+vocabulary.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import shutil
 from typing import Any, Mapping, Sequence
 
 import flax.linen as nn
@@ -34,14 +44,24 @@ import numpy as np
 from jax.sharding import Mesh, SingleDeviceSharding
 
 from ponder_jax import sharding as sharding_lib
-from ponder_jax.config import ConfigError, ModelConfig
+from ponder_jax.config import ConfigError, ModelConfig, PonderConfig
 from ponder_jax.convert import sources as sources_lib
-from ponder_jax.convert.families import BY_FAMILY, Family, Plan, family_of
+from ponder_jax.convert.families import (BY_FAMILY, PONDER_MODEL_TYPE_PREFIX, Family, Plan,
+                                         family_of)
 from ponder_jax.convert.sources import CheckpointError, TensorSource
-from ponder_jax.convert.tokenizer import HFVocabulary, load_hf_vocabulary
+from ponder_jax.convert.tokenizer import HFVocabulary, hf_vocabulary, load_hf_vocabulary
+from ponder_jax.data.vocab import Vocabulary
 from ponder_jax.model.transformer import Transformer
 
 NEW_ROW_INITS = ("mean", "normal")
+MODELING_FILE = "modeling_ponder.py"  # copied into pondering exports; torch + transformers only
+PONDER_KEY_PREFIX = "ponder_"  # config.json key of PonderConfig field f: ponder_<f>
+# modeling_ponder.py's classes per family: (config, causal LM).
+_PONDER_CLASSES = {
+    "gpt2": ("PonderGPT2Config", "PonderGPT2LMHeadModel"),
+    "neox": ("PonderGPTNeoXConfig", "PonderGPTNeoXForCausalLM"),
+    "llama": ("PonderLlamaConfig", "PonderLlamaForCausalLM"),
+}
 _MEAN_CHUNK_ROWS = 8192  # rows per read when averaging a vocabulary table
 
 
@@ -307,24 +327,118 @@ def _check_params(cfg: ModelConfig, params) -> dict[str, np.ndarray]:
   return {path: np.asarray(jax.device_get(leaf), dtype=np.float32) for path, leaf in flat.items()}
 
 
+def ponders(ponder: PonderConfig) -> bool:
+  """Whether `ponder` makes the model compute something other than its plain backbone."""
+  return bool(ponder.steps or ponder.steps_max or ponder.scale_embeds)
+
+
+def plain_backbone_losses(cfg: ModelConfig, ponder: PonderConfig) -> list[str]:
+  """What exporting a model that ponders as its plain backbone drops, one line per setting."""
+  lost = []
+  if ponder.steps or ponder.steps_max:
+    drawn = f" (drawn up to {ponder.steps_max} per batch)" if ponder.steps_max else ""
+    lost.append(f"ponder.steps = {ponder.steps}{drawn}: the soft-embedding passes; the plain "
+                "backbone runs one pass")
+  if ponder.scale_embeds:
+    lost.append(f"ponder.scale_embeds: token embeddings x sqrt(d_model) = "
+                f"{math.sqrt(cfg.d_model):.4g}")
+  if ponders(ponder) and ponder.multiply_initial:
+    lost.append("ponder.multiply_initial: the loop starts from s * E0")
+  if ponders(ponder) and ponder.top_k:
+    lost.append(f"ponder.top_k = {ponder.top_k}: the mixture over the top-k tokens")
+  return lost
+
+
+def _ponder_keys(ponder: PonderConfig) -> dict[str, Any]:
+  return {PONDER_KEY_PREFIX + name: value for name, value in dataclasses.asdict(ponder).items()}
+
+
+def read_ponder_config(source: str | os.PathLike | Mapping[str, Any] | Any) -> PonderConfig:
+  """The ponder settings of an export: its config.json's `ponder_*` keys (none: PonderConfig(),
+  the plain model). `source` is a model directory, a config dict or a transformers model."""
+  where = "config"
+  if isinstance(source, (str, os.PathLike)):
+    if not os.path.isdir(source):
+      raise FileNotFoundError(f"{os.fspath(source)}: no such Hugging Face model directory")
+    where = os.path.join(os.fspath(source), "config.json")
+    if not os.path.isfile(where):
+      raise FileNotFoundError(f"{where}: missing (every Hugging Face model directory has one)")
+    with open(where, encoding="utf-8") as f:
+      try:
+        hf_config = json.load(f)
+      except ValueError as e:
+        raise ValueError(f"{where}: not valid JSON ({e})") from e
+  elif isinstance(source, Mapping):
+    hf_config = source
+  elif hasattr(source, "config"):
+    where, hf_config = f"in-memory {type(source).__name__}.config", source.config.to_dict()
+  else:
+    raise TypeError(f"expected a model directory, config dict or transformers model, found "
+                    f"{type(source)}")
+  section = {key[len(PONDER_KEY_PREFIX):]: value for key, value in hf_config.items()
+             if key.startswith(PONDER_KEY_PREFIX)}
+  try:
+    ponder = PonderConfig.from_config(section, vocab_size=hf_config.get("vocab_size"))
+  except ConfigError as e:
+    key = e.key.replace("ponder.", PONDER_KEY_PREFIX, 1)
+    why = str(e).removeprefix(f"config key '{e.key}' = {e.value!r}: ")
+    raise ConfigError(f"{where}:{key}", e.value, why) from e
+  if ponders(ponder) and not str(hf_config.get("model_type", "")).startswith(
+      PONDER_MODEL_TYPE_PREFIX):
+    raise ConfigError(f"{where}:model_type", hf_config.get("model_type"),
+                      "has ponder_* settings that ponder, but is not a pondering model type "
+                      f"('{PONDER_MODEL_TYPE_PREFIX}<family>'): transformers would run it plain")
+  return ponder
+
+
 def export_hf(cfg: ModelConfig, params, out_dir: str | os.PathLike, *,
-              vocabulary: HFVocabulary | None = None) -> None:
-  """Writes config.json + model.safetensors (fp32) and, if given, the tokenizer to `out_dir`."""
+              ponder: PonderConfig | None = None, vocabulary: Vocabulary | None = None,
+              plain_backbone: bool = False) -> list[str]:
+  """Writes config.json + model.safetensors (fp32) and, if given, the tokenizer to `out_dir`.
+
+  `ponder` (None: the plain model) is how the params compute; a model that ponders is written
+  with modeling_ponder.py (module docstring) unless `plain_backbone`, which writes the backbone
+  alone. Returns what the export drops: `plain_backbone_losses` when a pondering model was
+  written plain, else []. `vocabulary` may be any of the project's vocabularies.
+  """
   from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
   family = BY_FAMILY[cfg.family]
   if cfg.family != "llama" and cfg.head_size * cfg.n_heads != cfg.d_model:
     raise ConfigError("model.head_dim", cfg.head_dim,
                       f"Hugging Face {family.model_type} needs head_dim * n_heads == d_model")
+  ponder = PonderConfig() if ponder is None else ponder.validated(cfg.vocab_size)
+  if vocabulary is not None:
+    vocabulary = hf_vocabulary(vocabulary)
+    if vocabulary.vocab_size > cfg.vocab_size:
+      raise ConfigError("model.vocab_size", cfg.vocab_size,
+                        f"is smaller than the tokenizer's {vocabulary.vocab_size} ids")
   tensors = family.export(cfg, _check_params(cfg, params))
   hf_config = {"architectures": [family.architecture], "model_type": family.model_type,
                **family.hf_config(cfg), "torch_dtype": "float32"}
+  lost = plain_backbone_losses(cfg, ponder) if plain_backbone else []
+  if ponders(ponder) and not plain_backbone:
+    config_class, model_class = _PONDER_CLASSES[cfg.family]
+    module = os.path.splitext(MODELING_FILE)[0]
+    hf_config.update(
+        architectures=[model_class], model_type=PONDER_MODEL_TYPE_PREFIX + family.model_type,
+        auto_map={"AutoConfig": f"{module}.{config_class}",
+                  "AutoModelForCausalLM": f"{module}.{model_class}"},
+        use_cache=False,  # generation recomputes every pass over the whole sequence
+        **_ponder_keys(ponder))
   # Without a tokenizer the special ids are unknown: null, not transformers' per-model defaults.
   for name in ("bos", "eos", "pad"):
     hf_config[f"{name}_token_id"] = getattr(vocabulary, f"{name}_id") if vocabulary else None
   out_dir = os.fspath(out_dir)
   os.makedirs(out_dir, exist_ok=True)
+  stale = os.path.join(out_dir, MODELING_FILE)
+  if "auto_map" in hf_config:
+    shutil.copyfile(os.path.join(os.path.dirname(os.path.abspath(__file__)), MODELING_FILE),
+                    stale)
+  elif os.path.exists(stale):
+    os.remove(stale)  # a plain export over an earlier pondering one
   save_file(tensors, os.path.join(out_dir, sources_lib.SAFETENSORS), metadata={"format": "pt"})
   with open(os.path.join(out_dir, "config.json"), "w", encoding="utf-8") as f:
     json.dump(hf_config, f, indent=2)
   if vocabulary is not None:
     vocabulary.save(out_dir)
+  return lost
