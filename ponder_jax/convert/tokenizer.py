@@ -27,6 +27,9 @@ Ids 0 .. 264 (pad, bos, eos, unk, `<pause>`, the four thought tokens, the proced
 and the byte vocabulary's unused ids are special tokens named as `decode` renders them, never
 produced from text (`split_special_tokens`, as the project's `encode`). `AutoTokenizer`'s
 default `add_special_tokens=True` prepends `<bos>`, as every training document starts.
+Decoding agrees with the project's on valid UTF-8 (anything `encode` produced); on byte ids that
+are not (a generation cut mid-character) `tokenizers`' ByteFallback decoder renders the whole
+run of byte ids as U+FFFD, where the project replaces only the invalid bytes.
 """
 
 from __future__ import annotations
