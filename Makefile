@@ -15,11 +15,15 @@ install: $(STAMP)
 $(STAMP): setup.py constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[hf,interop,test]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[hf,interop,test,eval]'
 	touch $(STAMP)
 
+# Train, then a generated sample (text, and math with its latent thought) and the eval table.
 demo: $(STAMP)
 	$(VENV)/bin/ponder-train --config=configs/demo.py --workdir=$(WORKDIR)
+	$(VENV)/bin/ponder-generate --model=$(WORKDIR) --prompt="HAMLET:" --prompt="37*46=" \
+	    --max-new-tokens=48
+	$(VENV)/bin/ponder-eval --workdir=$(WORKDIR)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --durations=15 tests

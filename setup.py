@@ -14,6 +14,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["ponder_jax", "ponder_jax.*"]),
+    package_data={"ponder_jax.eval": ["lm_eval_tasks/*.yaml", "lm_eval_tasks/*.py"]},
     install_requires=[
         "jax>=0.10.2",
         "flax>=0.12.8",
@@ -33,6 +34,7 @@ setup(
         "hf": ["torch==2.13.0", "transformers>=4.57", "safetensors>=0.4", "tokenizers>=0.20"],
         "interop": ["seqio>=0.0.20", "tensorflow-datasets>=4.9.10", "importlib_resources>=6"],
         "test": ["pytest>=8", "pytest-xdist>=3.6", "hypothesis>=6.100"],
+        "eval": ["lm-eval>=0.4.13"],  # the lm-evaluation-harness adapter (ponder-lm-eval)
     },
     entry_points={
         "console_scripts": [
@@ -42,6 +44,8 @@ setup(
             "ponder-bolt=ponder_jax.bolt.em:main",
             "ponder-sweep=ponder_jax.sweep:main",
             "ponder-aot=ponder_jax.aot:main",
+            "ponder-eval=ponder_jax.eval.cli:console_main",
+            "ponder-lm-eval=ponder_jax.eval.lm_eval_adapter:main",
         ],
     },
 )

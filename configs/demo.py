@@ -35,6 +35,9 @@ def get_config():
 
   c.train.update(steps=260, global_batch_size=16, log_every=10, eval_every=100,
                  eval_batches=4)
+  # Answer accuracy by generation and multiple choice at every eval (ponder_jax/eval/tasks.py);
+  # `make demo` runs the full set on the final checkpoint with ponder-eval.
+  c.train.update(eval_tasks="math_direct,math_choice", eval_items=32)
   c.optim.update(lr=3e-3, warmup_steps=30, schedule="cosine", min_lr_ratio=0.1,
                  weight_decay=0.01)
   c.checkpoint.update(every=100, keep=2)

@@ -18,6 +18,7 @@ import ml_collections
 from ponder_jax.config import ConfigError, ModelConfig, PonderConfig
 from ponder_jax.data import pipeline
 from ponder_jax.data.vocab import Vocabulary, load_vocabulary
+from ponder_jax.eval import tasks as eval_tasks
 from ponder_jax.sharding import MESH_AXES, logical_rules
 from ponder_jax.train import init as init_lib, optim
 
@@ -40,6 +41,9 @@ def default_config() -> ml_collections.ConfigDict:
       log_every=10,
       eval_every=0,  # 0: only at the end
       eval_batches=4,
+      # eval/tasks.py names run at every eval, e.g. 'math_direct,math_choice,reverse@10'
+      eval_tasks="",
+      eval_items=0,  # items per eval task (per length for procedural ones); 0: each task's own
   )
   c.checkpoint = dict(
       every=200,  # steps between saves (0: only at the end and on preemption)
@@ -112,8 +116,12 @@ def _positive(section: Any, prefix: str, keys: tuple[str, ...], allow_zero=()) -
 
 def _validate_train(c: ml_collections.ConfigDict) -> None:
   _positive(c.train, "train", ("steps", "global_batch_size", "microbatches", "log_every",
-                               "eval_every", "eval_batches"), allow_zero=("eval_every",
-                                                                          "eval_batches"))
+                               "eval_every", "eval_batches", "eval_items"),
+            allow_zero=("eval_every", "eval_batches", "eval_items"))
+  if not isinstance(c.train.eval_tasks, str):
+    raise ConfigError("train.eval_tasks", c.train.eval_tasks,
+                      "must be a comma list of eval task names (eval/tasks.py)")
+  eval_tasks.validate_names(c.train.eval_tasks, key="train.eval_tasks")
   if c.train.global_batch_size % c.train.microbatches:
     raise ConfigError("train.microbatches", c.train.microbatches,
                       f"must divide train.global_batch_size = {c.train.global_batch_size}")

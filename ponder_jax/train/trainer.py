@@ -29,6 +29,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from ponder_jax import accounting, loss as loss_lib, sharding
+from ponder_jax.config import ConfigError
 from ponder_jax.data import pipeline
 from ponder_jax.experiment import Experiment
 from ponder_jax.model import ponder
@@ -46,6 +47,17 @@ class TrainState:
 
 class NonFiniteError(RuntimeError):
   """The loss or gradient became NaN/Inf; the last good checkpoint is left untouched."""
+
+
+def forward_sums(model: Transformer, ponder_cfg, steps, pause_id: int | None, params, batch, *,
+                 z_loss: float = 0.0, num_sources: int = 0) -> dict[str, jax.Array]:
+  """The loss sums of a packed batch under s = `steps` passes: what training, the trainer's
+  eval and `ponder-eval`'s perplexity (eval/runner.py) all compute."""
+  logits = ponder.forward(model, params, batch["tokens"], batch.get("positions"),
+                          batch.get("segment_ids"), ponder=ponder_cfg, steps=steps)
+  _, sums = loss_lib.cross_entropy(logits, batch, pause_id=pause_id, z_loss=z_loss,
+                                   num_sources=num_sources)
+  return sums
 
 
 def build_trainer(config, workdir: str) -> "Trainer":
@@ -80,6 +92,11 @@ class Trainer:
     self._init_params = init_params  # e.g. imported from Hugging Face
     self._preempted = False
     self._eval_fn = jax.jit(self.eval_step)
+    self._eval_model = None  # train.eval_tasks' model, built at the first eval
+    if c.train.eval_tasks and jax.process_count() > 1:
+      raise ConfigError("train.eval_tasks", c.train.eval_tasks,
+                        "eval tasks generate on one process; run ponder-eval on the "
+                        "checkpoints of a multi-process run instead")
     self.abstract_state, self.state_sharding = self._abstract_state()
     self.batch_sharding = sharding.batch_sharding(self.mesh)
 
@@ -128,12 +145,8 @@ class Trainer:
 
   # The step --------------------------------------------------------------------------------
   def _forward_sums(self, params, batch, steps):
-    logits = ponder.forward(self.model, params, batch["tokens"], batch.get("positions"),
-                            batch.get("segment_ids"), ponder=self.exp.ponder, steps=steps)
-    _, sums = loss_lib.cross_entropy(logits, batch, pause_id=self.pause_id,
-                                     z_loss=self.exp.config.train.z_loss,
-                                     num_sources=len(self.source_names))
-    return sums
+    return forward_sums(self.model, self.exp.ponder, steps, self.pause_id, params, batch,
+                        z_loss=self.exp.config.train.z_loss, num_sources=len(self.source_names))
 
   def train_step(self, state: TrainState, batch, rng):
     c = self.exp.config
@@ -325,8 +338,40 @@ class Trainer:
         count = max(float(totals["tokens"]), 1.0)
         scalars[f"eval/{name}/loss"] = float(totals["loss"]) / count
         scalars[f"eval/{name}/accuracy"] = float(totals["correct"]) / count
+    scalars.update(self._eval_tasks(params))
     writer.write(step, scalars)
     logging.info("eval @%d: %s", step, ", ".join(f"{k}={v:.4f}" for k, v in scalars.items()))
+
+
+  def _eval_tasks(self, params) -> dict[str, float]:
+    """`train.eval_tasks` (eval/tasks.py) on the current params, as `eval_tasks/<task>/<metric>`
+    scalars. The engine is built once, so its compiled programs serve every eval."""
+    c, exp = self.exp.config, self.exp
+    if not c.train.eval_tasks:
+      return {}
+    # pylint: disable=import-outside-toplevel
+    from ponder_jax.eval import runner
+    from ponder_jax.infer import Engine
+    if self._eval_model is None:
+      vocab = exp.vocab
+      engine = Engine(self.model, params, exp.ponder, pad_id=vocab.pad_id,
+                      pause_id=vocab.pause_id if vocab.pause_id < exp.model.vocab_size else None,
+                      vocab_size=vocab.vocab_size,
+                      ponder_steps=exp.ponder.steps_max or exp.ponder.steps, mesh=self.mesh,
+                      rules=c.mesh.rules)
+      self._eval_model = runner.EvalModel(
+          engine, vocab, data=pipeline.validate_data_config(c.data),
+          eval_batch_size=c.train.global_batch_size, eval_batches=c.train.eval_batches,
+          source=self.workdir)
+    self._eval_model.engine.params = params
+    try:
+      results = runner.evaluate(self._eval_model, c.train.eval_tasks, items=c.train.eval_items,
+                                progress=False)
+    finally:
+      self._eval_model.engine.params = None  # the next step donates these buffers
+    for name, message in results.errors.items():
+      logging.error("train.eval_tasks: task %s failed: %s", name, message)
+    return results.scalars()
 
 
 def compiled_flops(compiled: jax.stages.Compiled) -> float:
