@@ -3,7 +3,8 @@
 Experiment configs are ml_collections ConfigDicts (see configs/); the model and the
 pondering loop read the frozen dataclasses below, built once at start by
 `ModelConfig.from_config` / `PonderConfig.from_config`, which validate every key and raise a
-`ConfigError` naming the bad key and value. Nothing here knows about training or data.
+`ConfigError` (validation.py; importable from here too) naming the bad key and value. Nothing
+here knows about training or data.
 """
 
 from __future__ import annotations
@@ -12,33 +13,15 @@ import dataclasses
 import math
 from typing import Any, Mapping
 
+from ponder_jax.validation import ConfigError, check, from_mapping
+
+__all__ = ["ATTENTION_IMPLS", "DTYPES", "FAMILIES", "REMAT_POLICIES", "ConfigError", "ModelConfig",
+           "PonderConfig"]
+
 FAMILIES = ("gpt2", "neox", "llama")
 ATTENTION_IMPLS = ("auto", "einsum", "xla", "cudnn")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 DTYPES = ("float32", "bfloat16", "float16")
-
-
-class ConfigError(ValueError):
-  """A config value is invalid. The message names the key and the value."""
-
-  def __init__(self, key: str, value: Any, why: str):
-    self.key, self.value = key, value
-    super().__init__(f"config key '{key}' = {value!r}: {why}")
-
-
-def _check(ok: bool, key: str, value: Any, why: str) -> None:
-  if not ok:
-    raise ConfigError(key, value, why)
-
-
-def _from_mapping(cls, section: Mapping[str, Any] | None, prefix: str):
-  """Builds dataclass `cls` from a (Config)dict section, rejecting unknown keys."""
-  section = dict(section or {})
-  names = {f.name for f in dataclasses.fields(cls)}
-  for key in section:
-    _check(key in names, f"{prefix}.{key}", section[key],
-           f"unknown key; known keys are {sorted(names)}")
-  return cls(**section)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +53,7 @@ class ModelConfig:
 
   @classmethod
   def from_config(cls, section: Mapping[str, Any] | None) -> "ModelConfig":
-    return _from_mapping(cls, section, "model").validated()
+    return from_mapping(cls, section, "model").validated()
 
   # Derived sizes -------------------------------------------------------------------------
   @property
@@ -97,34 +80,34 @@ class ModelConfig:
     return int(self.head_size * pct)
 
   def validated(self) -> "ModelConfig":
-    _check(self.family in FAMILIES, "model.family", self.family, f"must be one of {FAMILIES}")
+    check(self.family in FAMILIES, "model.family", self.family, f"must be one of {FAMILIES}")
     for key in ("vocab_size", "d_model", "n_layers", "n_heads", "max_len"):
       value = getattr(self, key)
-      _check(isinstance(value, int) and value > 0, f"model.{key}", value,
-             "must be a positive integer")
+      check(isinstance(value, int) and value > 0, f"model.{key}", value,
+            "must be a positive integer")
     for key in ("n_kv_heads", "head_dim", "d_ff"):
       value = getattr(self, key)
-      _check(isinstance(value, int) and value >= 0, f"model.{key}", value,
-             "must be a non-negative integer (0 means the default)")
+      check(isinstance(value, int) and value >= 0, f"model.{key}", value,
+            "must be a non-negative integer (0 means the default)")
     if not self.head_dim:
-      _check(self.d_model % self.n_heads == 0, "model.n_heads", self.n_heads,
-             f"must divide model.d_model = {self.d_model}")
-    _check(self.n_heads % self.kv_heads == 0, "model.n_kv_heads", self.n_kv_heads,
-           f"must divide model.n_heads = {self.n_heads}")
-    _check(self.family == "llama" or self.kv_heads == self.n_heads, "model.n_kv_heads",
-           self.n_kv_heads, f"grouped-query attention is a llama feature, not {self.family}")
-    _check(0.0 <= self.rotary_pct <= 1.0, "model.rotary_pct", self.rotary_pct,
-           "must lie in [0, 1]")
-    _check(self.rotary_dim % 2 == 0, "model.rotary_pct", self.rotary_pct,
-           f"gives an odd rotary dimension {self.rotary_dim} of head size {self.head_size}")
-    _check(self.rope_theta > 0, "model.rope_theta", self.rope_theta, "must be positive")
-    _check(self.norm_eps > 0, "model.norm_eps", self.norm_eps, "must be positive")
-    _check(self.init_std >= 0, "model.init_std", self.init_std, "must be >= 0")
-    _check(self.dtype in DTYPES, "model.dtype", self.dtype, f"must be one of {DTYPES}")
-    _check(self.remat_policy in REMAT_POLICIES, "model.remat_policy", self.remat_policy,
-           f"must be one of {REMAT_POLICIES}")
-    _check(self.attention in ATTENTION_IMPLS, "model.attention", self.attention,
-           f"must be one of {ATTENTION_IMPLS}")
+      check(self.d_model % self.n_heads == 0, "model.n_heads", self.n_heads,
+            f"must divide model.d_model = {self.d_model}")
+    check(self.n_heads % self.kv_heads == 0, "model.n_kv_heads", self.n_kv_heads,
+          f"must divide model.n_heads = {self.n_heads}")
+    check(self.family == "llama" or self.kv_heads == self.n_heads, "model.n_kv_heads",
+          self.n_kv_heads, f"grouped-query attention is a llama feature, not {self.family}")
+    check(0.0 <= self.rotary_pct <= 1.0, "model.rotary_pct", self.rotary_pct,
+          "must lie in [0, 1]")
+    check(self.rotary_dim % 2 == 0, "model.rotary_pct", self.rotary_pct,
+          f"gives an odd rotary dimension {self.rotary_dim} of head size {self.head_size}")
+    check(self.rope_theta > 0, "model.rope_theta", self.rope_theta, "must be positive")
+    check(self.norm_eps > 0, "model.norm_eps", self.norm_eps, "must be positive")
+    check(self.init_std >= 0, "model.init_std", self.init_std, "must be >= 0")
+    check(self.dtype in DTYPES, "model.dtype", self.dtype, f"must be one of {DTYPES}")
+    check(self.remat_policy in REMAT_POLICIES, "model.remat_policy", self.remat_policy,
+          f"must be one of {REMAT_POLICIES}")
+    check(self.attention in ATTENTION_IMPLS, "model.attention", self.attention,
+          f"must be one of {ATTENTION_IMPLS}")
     return self
 
 
@@ -145,7 +128,7 @@ class PonderConfig:
   @classmethod
   def from_config(cls, section: Mapping[str, Any] | None,
                   vocab_size: int | None = None) -> "PonderConfig":
-    return _from_mapping(cls, section, "ponder").validated(vocab_size)
+    return from_mapping(cls, section, "ponder").validated(vocab_size)
 
   @property
   def max_passes(self) -> int:
@@ -161,17 +144,17 @@ class PonderConfig:
     return self.init_passes or self.max_passes
 
   def validated(self, vocab_size: int | None = None) -> "PonderConfig":
-    _check(isinstance(self.steps, int) and self.steps >= 0, "ponder.steps", self.steps,
-           "must be an integer >= 0 (0 is the vanilla model)")
-    _check(isinstance(self.steps_max, int) and (self.steps_max == 0 or self.steps_max >= self.steps),
-           "ponder.steps_max", self.steps_max,
-           f"must be 0 (fixed s) or >= ponder.steps = {self.steps}")
-    _check(isinstance(self.init_passes, int) and not isinstance(self.init_passes, bool)
-           and self.init_passes >= 0, "ponder.init_passes", self.init_passes,
-           "must be an integer >= 0 (0: this model's own s + 1)")
-    _check(isinstance(self.top_k, int) and self.top_k >= 0, "ponder.top_k", self.top_k,
-           "must be an integer >= 0 (0 is the full vocabulary)")
+    check(isinstance(self.steps, int) and self.steps >= 0, "ponder.steps", self.steps,
+          "must be an integer >= 0 (0 is the vanilla model)")
+    check(isinstance(self.steps_max, int) and (self.steps_max == 0 or self.steps_max >= self.steps),
+          "ponder.steps_max", self.steps_max,
+          f"must be 0 (fixed s) or >= ponder.steps = {self.steps}")
+    check(isinstance(self.init_passes, int) and not isinstance(self.init_passes, bool)
+          and self.init_passes >= 0, "ponder.init_passes", self.init_passes,
+          "must be an integer >= 0 (0: this model's own s + 1)")
+    check(isinstance(self.top_k, int) and self.top_k >= 0, "ponder.top_k", self.top_k,
+          "must be an integer >= 0 (0 is the full vocabulary)")
     if vocab_size is not None:
-      _check(self.top_k <= vocab_size, "ponder.top_k", self.top_k,
-             f"exceeds model.vocab_size = {vocab_size}")
+      check(self.top_k <= vocab_size, "ponder.top_k", self.top_k,
+            f"exceeds model.vocab_size = {vocab_size}")
     return self

@@ -27,8 +27,8 @@ from typing import Any, Mapping
 import ml_collections
 
 from ponder_jax.bolt import estep as estep_lib
-from ponder_jax.config import ConfigError, _check, _from_mapping
 from ponder_jax.data import math_corpus, pipeline, sources
+from ponder_jax.validation import ConfigError, check, from_mapping
 
 RESTARTS = ("base", "continue")
 
@@ -53,19 +53,19 @@ class BoltConfig:
   def from_config(cls, section: Any) -> "BoltConfig":
     section = dict(section.to_dict() if isinstance(section, ml_collections.ConfigDict)
                    else section or {})
-    cfg = _from_mapping(cls, section, "bolt")
+    cfg = from_mapping(cls, section, "bolt")
     for key in ("iterations", "warmstart_problems", "warmstart_steps", "corpus_problems",
                 "mstep_steps", "eval_items"):
       value = getattr(cfg, key)
-      _check(isinstance(value, int) and value >= 1, f"bolt.{key}", value,
-             "must be an integer >= 1")
-    _check(cfg.restart in RESTARTS, "bolt.restart", cfg.restart, f"must be one of {RESTARTS}")
-    _check(not cfg.base or os.path.isdir(cfg.base), "bolt.base", cfg.base, "no such directory")
+      check(isinstance(value, int) and value >= 1, f"bolt.{key}", value,
+            "must be an integer >= 1")
+    check(cfg.restart in RESTARTS, "bolt.restart", cfg.restart, f"must be one of {RESTARTS}")
+    check(not cfg.base or os.path.isdir(cfg.base), "bolt.base", cfg.base, "no such directory")
     cfg.estep_config()  # validates bolt.estep
     return cfg
 
   def estep_config(self) -> estep_lib.EStepConfig:
-    return _from_mapping(estep_lib.EStepConfig, self.estep, "bolt.estep").validated()
+    return from_mapping(estep_lib.EStepConfig, self.estep, "bolt.estep").validated()
 
 
 def default_bolt_config() -> ml_collections.ConfigDict:

@@ -35,9 +35,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from ponder_jax.config import ConfigError, _check
 from ponder_jax.data.vocab import Vocabulary
 from ponder_jax.infer import Engine, SamplingConfig
+from ponder_jax.validation import ConfigError, check
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,16 +55,16 @@ class EStepConfig:
   def validated(self, prefix: str = "bolt.estep") -> "EStepConfig":
     for key in ("num_samples", "max_thought_tokens", "batch_size", "docs_per_shard"):
       value = getattr(self, key)
-      _check(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
-             f"{prefix}.{key}", value, "must be an integer >= 1")
-    _check(isinstance(self.prefix_chunks, int) and self.prefix_chunks >= 0,
-           f"{prefix}.prefix_chunks", self.prefix_chunks, "must be an integer >= 0")
-    _check(isinstance(self.importance, bool), f"{prefix}.importance", self.importance,
-           "must be true or false")
-    _check(isinstance(self.temperature, (int, float)) and self.temperature > 0,
-           f"{prefix}.temperature", self.temperature, "must be > 0")
-    _check(isinstance(self.seed, int) and self.seed >= 0, f"{prefix}.seed", self.seed,
-           "must be an integer >= 0")
+      check(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+            f"{prefix}.{key}", value, "must be an integer >= 1")
+    check(isinstance(self.prefix_chunks, int) and self.prefix_chunks >= 0,
+          f"{prefix}.prefix_chunks", self.prefix_chunks, "must be an integer >= 0")
+    check(isinstance(self.importance, bool), f"{prefix}.importance", self.importance,
+          "must be true or false")
+    check(isinstance(self.temperature, (int, float)) and self.temperature > 0,
+          f"{prefix}.temperature", self.temperature, "must be > 0")
+    check(isinstance(self.seed, int) and self.seed >= 0, f"{prefix}.seed", self.seed,
+          "must be an integer >= 0")
     return self
 
 

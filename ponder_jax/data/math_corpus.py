@@ -34,7 +34,7 @@ from typing import Any, Callable, Mapping, NamedTuple
 
 import numpy as np
 
-from ponder_jax.config import ConfigError, _check, _from_mapping
+from ponder_jax.validation import ConfigError, check, from_mapping
 
 KINDS = ("multiplication", "addition", "subtraction", "linear_equation", "word_problem")
 SPLITS = ("train", "validation", "test")
@@ -70,7 +70,7 @@ class MathCorpusConfig:
     for key in ("kinds", "mul_digits", "equation_forms"):
       if isinstance(section.get(key), list):  # ml_collections hands sequences over as lists
         section[key] = tuple(section[key])
-    return _from_mapping(cls, section, prefix).validated(prefix)
+    return from_mapping(cls, section, prefix).validated(prefix)
 
   def size(self, split: str) -> int:
     return getattr(self, f"{split}_size")
@@ -86,32 +86,32 @@ class MathCorpusConfig:
 
     for key, known in (("kinds", KINDS), ("equation_forms", EQUATION_FORMS)):
       value = getattr(self, key)
-      _check(isinstance(value, tuple) and len(value) > 0, f"{prefix}.{key}", value,
-             f"must be a non-empty sequence of {known}")
+      check(isinstance(value, tuple) and len(value) > 0, f"{prefix}.{key}", value,
+            f"must be a non-empty sequence of {known}")
       for item in value:
-        _check(item in known, f"{prefix}.{key}", value, f"unknown entry {item!r}; known: {known}")
-      _check(len(set(value)) == len(value), f"{prefix}.{key}", value, "has duplicates")
+        check(item in known, f"{prefix}.{key}", value, f"unknown entry {item!r}; known: {known}")
+      check(len(set(value)) == len(value), f"{prefix}.{key}", value, "has duplicates")
     digits = self.mul_digits
-    _check(isinstance(digits, tuple) and len(digits) == 2
-           and all(is_int(d) and 1 <= d <= 9 for d in digits), f"{prefix}.mul_digits", digits,
-           "must be two digit counts in 1 .. 9")
+    check(isinstance(digits, tuple) and len(digits) == 2
+          and all(is_int(d) and 1 <= d <= 9 for d in digits), f"{prefix}.mul_digits", digits,
+          "must be two digit counts in 1 .. 9")
     for key, low, high in (("add_digits", 1, 18), ("equation_max", 1, 10**6),
                            ("word_steps", 1, 12), ("word_max", 2, 10**6)):
       value = getattr(self, key)
-      _check(is_int(value) and low <= value <= high, f"{prefix}.{key}", value,
-             f"must be an integer in {low} .. {high}")
-    _check(is_int(self.seed) and -2**63 <= self.seed < 2**63, f"{prefix}.seed", self.seed,
-           "must be a 64-bit integer")
+      check(is_int(value) and low <= value <= high, f"{prefix}.{key}", value,
+            f"must be an integer in {low} .. {high}")
+    check(is_int(self.seed) and -2**63 <= self.seed < 2**63, f"{prefix}.seed", self.seed,
+          "must be a 64-bit integer")
     for split in SPLITS:
       size = self.size(split)
-      _check(is_int(size) and size >= 0, f"{prefix}.{split}_size", size,
-             "must be an integer >= 0 (0: unbounded)")
+      check(is_int(size) and size >= 0, f"{prefix}.{split}_size", size,
+            "must be an integer >= 0 (0: unbounded)")
     for split in ("validation", "test"):
       value = self.fraction(split)
-      _check(isinstance(value, (int, float)) and 0.0 < value < 1.0,
-             f"{prefix}.{split}_fraction", value, "must lie strictly between 0 and 1")
-    _check(self.fraction("train") > 0.0, f"{prefix}.test_fraction", self.test_fraction,
-           f"with validation_fraction {self.validation_fraction} leaves no training problems")
+      check(isinstance(value, (int, float)) and 0.0 < value < 1.0,
+            f"{prefix}.{split}_fraction", value, "must lie strictly between 0 and 1")
+    check(self.fraction("train") > 0.0, f"{prefix}.test_fraction", self.test_fraction,
+          f"with validation_fraction {self.validation_fraction} leaves no training problems")
     return self
 
 

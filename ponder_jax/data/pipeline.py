@@ -49,7 +49,7 @@ import dataclasses
 import math
 import weakref
 import zlib
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import grain
 import jax
@@ -58,11 +58,11 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh
 
-from ponder_jax.config import ConfigError, _check
 from ponder_jax.data import pause as pause_lib
 from ponder_jax.data import sources as sources_lib
 from ponder_jax.data.vocab import Vocabulary
 from ponder_jax.sharding import BATCH, batch_sharding
+from ponder_jax.validation import check
 
 BUDGETS = ("additive", "substitutive")
 PACKERS = {"first_fit": grain.experimental.FirstFitPackIterDataset,
@@ -163,8 +163,8 @@ def _is_int(value: Any) -> bool:
 def _section(cfg: Any, key: str, known: Sequence[str]) -> dict[str, Any]:
   section = sources_lib.section_dict(cfg)
   for name in section:
-    _check(name in known, f"{key}.{name}", section[name],
-           f"unknown key; known keys are {sorted(known)}")
+    check(name in known, f"{key}.{name}", section[name],
+          f"unknown key; known keys are {sorted(known)}")
   return section
 
 
@@ -175,29 +175,29 @@ def validate_data_config(cfg: Any) -> DataSpec:
   order and weights, the budget, pause and packing settings.
   """
   c = {**default_data_config().to_dict(), **_section(cfg, "data", _TOP_KEYS)}
-  _check(isinstance(c["vocab"], str) and bool(c["vocab"]), "data.vocab", c["vocab"],
-         "must be a vocabulary spec such as 'sentencepiece' or 'byte'")
-  _check(_is_int(c["seq_len"]) and c["seq_len"] >= 2, "data.seq_len", c["seq_len"],
-         "must be an integer >= 2")
-  _check(_is_int(c["seed"]) and 0 <= c["seed"] < 2**32, "data.seed", c["seed"],
-         "must be an integer in [0, 2**32)")
-  _check(c["budget"] in BUDGETS, "data.budget", c["budget"], f"must be one of {BUDGETS}")
+  check(isinstance(c["vocab"], str) and bool(c["vocab"]), "data.vocab", c["vocab"],
+        "must be a vocabulary spec such as 'sentencepiece' or 'byte'")
+  check(_is_int(c["seq_len"]) and c["seq_len"] >= 2, "data.seq_len", c["seq_len"],
+        "must be an integer >= 2")
+  check(_is_int(c["seed"]) and 0 <= c["seed"] < 2**32, "data.seed", c["seed"],
+        "must be an integer in [0, 2**32)")
+  check(c["budget"] in BUDGETS, "data.budget", c["budget"], f"must be one of {BUDGETS}")
   for key in ("read_threads", "prefetch_batches"):
-    _check(_is_int(c[key]) and c[key] >= 0, f"data.{key}", c[key], "must be an integer >= 0")
+    check(_is_int(c[key]) and c[key] >= 0, f"data.{key}", c[key], "must be an integer >= 0")
 
   source_sections = sources_lib.section_dict(c["sources"])
-  _check(bool(source_sections), "data.sources", source_sections, "defines no source")
+  check(bool(source_sections), "data.sources", source_sections, "defines no source")
   sources = {name: sources_lib.validate_source(name, section)
              for name, section in source_sections.items()}
 
   phase_sections = sources_lib.section_dict(c["phases"])
-  _check(bool(phase_sections), "data.phases", phase_sections, "defines no phase")
+  check(bool(phase_sections), "data.phases", phase_sections, "defines no phase")
   order = [name.strip() for name in str(c["phase_order"]).split(",") if name.strip()]
   if not order and len(phase_sections) == 1:
     order = list(phase_sections)
-  _check(sorted(order) == sorted(phase_sections) and len(set(order)) == len(order),
-         "data.phase_order", c["phase_order"],
-         f"must name every phase of data.phases exactly once ({sorted(phase_sections)})")
+  check(sorted(order) == sorted(phase_sections) and len(set(order)) == len(order),
+        "data.phase_order", c["phase_order"],
+        f"must name every phase of data.phases exactly once ({sorted(phase_sections)})")
   phases = []
   for i, name in enumerate(order):
     key = f"data.phases.{name}"
@@ -205,31 +205,31 @@ def validate_data_config(cfg: Any) -> DataSpec:
     steps = section.get("steps", 0)
     weights = sources_lib.section_dict(section.get("weights", {}))
     last = i == len(order) - 1
-    _check(_is_int(steps) and steps >= 0, f"{key}.steps", steps, "must be an integer >= 0")
-    _check(not last or steps == 0, f"{key}.steps", steps,
-           "the last phase runs to the end of training: its steps must be 0")
-    _check(bool(weights), f"{key}.weights", weights, "names no source")
+    check(_is_int(steps) and steps >= 0, f"{key}.steps", steps, "must be an integer >= 0")
+    check(not last or steps == 0, f"{key}.steps", steps,
+          "the last phase runs to the end of training: its steps must be 0")
+    check(bool(weights), f"{key}.weights", weights, "names no source")
     for source, weight in weights.items():
-      _check(source in sources, f"{key}.weights.{source}", weight,
-             f"no such source; data.sources defines {sorted(sources)}")
-      _check(isinstance(weight, (int, float)) and not isinstance(weight, bool)
-             and math.isfinite(weight) and weight > 0, f"{key}.weights.{source}", weight,
-             "must be a positive number")
+      check(source in sources, f"{key}.weights.{source}", weight,
+            f"no such source; data.sources defines {sorted(sources)}")
+      check(isinstance(weight, (int, float)) and not isinstance(weight, bool)
+            and math.isfinite(weight) and weight > 0, f"{key}.weights.{source}", weight,
+            "must be a positive number")
     phases.append(PhaseSpec(name, int(steps), {k: float(v) for k, v in weights.items()}))
 
   p = {**default_data_config().pause.to_dict(), **_section(c["pause"], "data.pause", _PAUSE_KEYS)}
-  _check(isinstance(p["ratio"], (int, float)) and 0.0 <= p["ratio"] < 1.0, "data.pause.ratio",
-         p["ratio"], "must lie in [0, 1)")
-  _check(isinstance(p["in_eval"], bool), "data.pause.in_eval", p["in_eval"],
-         "must be true or false")
+  check(isinstance(p["ratio"], (int, float)) and 0.0 <= p["ratio"] < 1.0, "data.pause.ratio",
+        p["ratio"], "must lie in [0, 1)")
+  check(isinstance(p["in_eval"], bool), "data.pause.in_eval", p["in_eval"],
+        "must be true or false")
   k = {**default_data_config().packing.to_dict(),
        **_section(c["packing"], "data.packing", _PACKING_KEYS)}
-  _check(k["algorithm"] in PACKERS, "data.packing.algorithm", k["algorithm"],
-         f"must be one of {sorted(PACKERS)}")
-  _check(_is_int(k["bins"]) and k["bins"] >= 0, "data.packing.bins", k["bins"],
-         "must be an integer >= 0 (0: the host-local batch size)")
+  check(k["algorithm"] in PACKERS, "data.packing.algorithm", k["algorithm"],
+        f"must be one of {sorted(PACKERS)}")
+  check(_is_int(k["bins"]) and k["bins"] >= 0, "data.packing.bins", k["bins"],
+        "must be an integer >= 0 (0: the host-local batch size)")
   for key in ("shuffle_bins", "split_long"):
-    _check(isinstance(k[key], bool), f"data.packing.{key}", k[key], "must be true or false")
+    check(isinstance(k[key], bool), f"data.packing.{key}", k[key], "must be true or false")
   return DataSpec(vocab=c["vocab"], seq_len=int(c["seq_len"]), seed=int(c["seed"]),
                   budget=c["budget"], sources=sources, phases=tuple(phases),
                   pause_ratio=float(p["ratio"]), pause_in_eval=p["in_eval"], packing=k,
@@ -253,13 +253,13 @@ def total_train_steps(data_cfg: Any, train_steps: int) -> int:
   substitutive: train_steps (the warm-up phases replace the first part of the budget)
   """
   spec = _spec(data_cfg)
-  _check(_is_int(train_steps) and train_steps > 0, "train.steps", train_steps,
-         "must be a positive integer")
+  check(_is_int(train_steps) and train_steps > 0, "train.steps", train_steps,
+        "must be a positive integer")
   if spec.budget == "additive":
     return int(train_steps) + spec.warmup_steps
-  _check(spec.warmup_steps < train_steps, "data.budget", spec.budget,
-         f"substitutive warm-up phases take {spec.warmup_steps} steps, which leaves none of "
-         f"train.steps = {train_steps} for the last phase")
+  check(spec.warmup_steps < train_steps, "data.budget", spec.budget,
+        f"substitutive warm-up phases take {spec.warmup_steps} steps, which leaves none of "
+        f"train.steps = {train_steps} for the last phase")
   return int(train_steps)
 
 
@@ -356,7 +356,7 @@ def source_stream(data_cfg: Any, vocab: Vocabulary, name: str, *, split: str = "
   'doc_index' (the item's index g in the one-process stream). For inspection and tests."""
   spec = _spec(data_cfg)
   _check_process(process_index, process_count)
-  _check(name in spec.sources, "data.sources", name, f"no such source; known: {spec.source_names}")
+  check(name in spec.sources, "data.sources", name, f"no such source; known: {spec.source_names}")
   source = sources_lib.open_source(spec.sources[name], vocab, split)
   return _source_stream(spec, source, vocab, train=split == "train",
                         process_index=process_index, process_count=process_count, stack=False)
@@ -386,9 +386,9 @@ def empty_batch(batch_size: int, seq_len: int, pad_id: int) -> dict[str, np.ndar
 
 
 def _local_batch_size(global_batch_size: int, process_count: int) -> int:
-  _check(_is_int(global_batch_size) and global_batch_size > 0
-         and global_batch_size % process_count == 0, "global_batch_size", global_batch_size,
-         f"must be a positive multiple of the process count {process_count}")
+  check(_is_int(global_batch_size) and global_batch_size > 0
+        and global_batch_size % process_count == 0, "global_batch_size", global_batch_size,
+        f"must be a positive multiple of the process count {process_count}")
   return global_batch_size // process_count
 
 
@@ -579,8 +579,8 @@ def make_eval_iterators(data_cfg: Any, vocab: Vocabulary, *, global_batch_size: 
   """
   spec = _spec(data_cfg)
   _check_process(process_index, process_count)
-  _check(_is_int(num_batches) and num_batches > 0, "num_batches", num_batches,
-         "must be a positive integer")
+  check(_is_int(num_batches) and num_batches > 0, "num_batches", num_batches,
+        "must be a positive integer")
   batch_size = _local_batch_size(global_batch_size, process_count)
   names = eval_source_names(spec)
   out = {}

@@ -44,9 +44,9 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from ponder_jax.config import _check
 from ponder_jax.data import math_corpus, procedural, sources
 from ponder_jax.data.vocab import Vocabulary, load_vocabulary
+from ponder_jax.validation import check
 
 PREFIX = "ponder_jax"
 DEFAULT_VOCAB = "sentencepiece"
@@ -76,8 +76,8 @@ class SeqioVocabulary(seqio.Vocabulary):
   def vocabulary(self) -> Vocabulary:
     vocab = _project_vocabulary(self.spec)
     # seqio and T5X's feature converters pad with id 0.
-    _check(vocab.pad_id == seqio.vocabularies.PAD_ID, "data.vocab", self.spec,
-           f"pads with id {vocab.pad_id}; seqio needs padding id {seqio.vocabularies.PAD_ID}")
+    check(vocab.pad_id == seqio.vocabularies.PAD_ID, "data.vocab", self.spec,
+          f"pads with id {vocab.pad_id}; seqio needs padding id {seqio.vocabularies.PAD_ID}")
     return vocab
 
   @property
@@ -255,8 +255,8 @@ def register_task(name: str, section: Any, *, vocab: str = DEFAULT_VOCAB,
   validated now (ConfigError naming `data.sources.<name>.<key>`); data is read only when the
   task's dataset is iterated.
   """
-  _check(isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2**63, "seed",
-         seed, "must be an integer in [0, 2**63)")
+  check(isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2**63, "seed",
+        seed, "must be an integer in [0, 2**63)")
   spec = sources.validate_source(name, section)
   definition = json.dumps({"kind": spec.kind, "options": spec.options, "vocab": vocab,
                            "seed": seed}, sort_keys=True, default=str)

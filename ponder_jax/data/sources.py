@@ -64,10 +64,10 @@ import grain
 import ml_collections
 import numpy as np
 
-from ponder_jax.config import ConfigError, _check
 from ponder_jax.data import math_corpus, procedural, thoughts
 from ponder_jax.data import pause as pause_lib
 from ponder_jax.data.vocab import Vocabulary
+from ponder_jax.validation import ConfigError, check
 
 SPLITS = ("train", "eval")
 TFDS_LAYOUTS = ("text", "procedural", "thoughts")
@@ -180,82 +180,82 @@ def validate_source(name: str, section: Mapping[str, Any]) -> SourceSpec:
   prefix = f"data.sources.{name}"
   section = section_dict(section)
   kind = section.get("kind", "")
-  _check(kind in _KIND_DEFAULTS, f"{prefix}.kind", kind,
-         f"unknown source kind; known kinds are {list(KINDS)}")
+  check(kind in _KIND_DEFAULTS, f"{prefix}.kind", kind,
+        f"unknown source kind; known kinds are {list(KINDS)}")
   role = _role(kind, section)
   if kind == "finetune":
-    _check(role in FINETUNE_GENERATORS, f"{prefix}.generator", role,
-           f"must be one of {FINETUNE_GENERATORS}")
+    check(role in FINETUNE_GENERATORS, f"{prefix}.generator", role,
+          f"must be one of {FINETUNE_GENERATORS}")
   defaults = _defaults(kind, role if kind == "finetune" else None)
   if role != "procedural":  # task parameters are checked by procedural.make_procedural_source
     for key in section:
-      _check(key in defaults, f"{prefix}.{key}", section[key],
-             f"unknown key of a {kind} source; known keys are {sorted(defaults)}")
+      check(key in defaults, f"{prefix}.{key}", section[key],
+            f"unknown key of a {kind} source; known keys are {sorted(defaults)}")
   options = {**defaults, **section}
   pause = options.pop("pause")
   options.pop("kind")
-  _check(pause is None or isinstance(pause, bool), f"{prefix}.pause", pause,
-         "must be true, false or None (None: by kind)")
+  check(pause is None or isinstance(pause, bool), f"{prefix}.pause", pause,
+        "must be true, false or None (None: by kind)")
   if kind == "finetune":
-    _check(not pause, f"{prefix}.pause", pause, "pause insertion never applies to a finetune "
-           "source; its num_pauses sets the pauses between prompt and target")
+    check(not pause, f"{prefix}.pause", pause, "pause insertion never applies to a finetune "
+          "source; its num_pauses sets the pauses between prompt and target")
     m = options["num_pauses"]
-    _check(isinstance(m, int) and not isinstance(m, bool) and m >= 0, f"{prefix}.num_pauses",
-           m, "must be an integer >= 0 (0: standard finetuning)")
+    check(isinstance(m, int) and not isinstance(m, bool) and m >= 0, f"{prefix}.num_pauses",
+          m, "must be an integer >= 0 (0: standard finetuning)")
   if pause is None:
     pause = _pauses_by_default(kind, options)
   if "eval_fraction" in options:
     frac = options["eval_fraction"]
-    _check(isinstance(frac, (int, float)) and 0.0 <= frac < 1.0, f"{prefix}.eval_fraction",
-           frac, "must lie in [0, 1)")
+    check(isinstance(frac, (int, float)) and 0.0 <= frac < 1.0, f"{prefix}.eval_fraction",
+          frac, "must lie in [0, 1)")
   if "prior_prob" in options:
     p = options["prior_prob"]
-    _check(isinstance(p, (int, float)) and 0.0 <= p <= 1.0, f"{prefix}.prior_prob", p,
-           "must be a probability in [0, 1]")
+    check(isinstance(p, (int, float)) and 0.0 <= p <= 1.0, f"{prefix}.prior_prob", p,
+          "must be a probability in [0, 1]")
   if role in ("jsonl", "thoughts", "array_record") or (kind == "text" and options["path"]):
-    _check(bool(options["path"]), f"{prefix}.path", options["path"],
-           f"a {kind} source needs a path")
-    _check(bool(_expand_paths(options["path"])), f"{prefix}.path", options["path"],
-           "no such file")
+    check(bool(options["path"]), f"{prefix}.path", options["path"],
+          f"a {kind} source needs a path")
+    check(bool(_expand_paths(options["path"])), f"{prefix}.path", options["path"],
+          "no such file")
   if kind == "text" and not options["path"]:
-    _check(os.path.isfile(shipped_text_path()), f"{prefix}.path", "",
-           f"the shipped text {shipped_text_path()} is missing (installed without the "
-           "repository? set $PONDER_JAX_DATA_DIR or give a path)")
+    check(os.path.isfile(shipped_text_path()), f"{prefix}.path", "",
+          f"the shipped text {shipped_text_path()} is missing (installed without the "
+          "repository? set $PONDER_JAX_DATA_DIR or give a path)")
   if kind == "text":
     try:
       re.compile(options["delimiter"])
     except (re.error, TypeError) as e:
       raise ConfigError(f"{prefix}.delimiter", options["delimiter"],
                         f"not a regular expression ({e})") from None
-    _check(bool(options["delimiter"]), f"{prefix}.delimiter", options["delimiter"],
-           "must not be empty")
+    check(bool(options["delimiter"]), f"{prefix}.delimiter", options["delimiter"],
+          "must not be empty")
   if role == "jsonl":
-    _check(options["on_error"] in ON_ERROR, f"{prefix}.on_error", options["on_error"],
-           f"must be one of {ON_ERROR}")
+    check(options["on_error"] in ON_ERROR, f"{prefix}.on_error", options["on_error"],
+          f"must be one of {ON_ERROR}")
     for key in ("field",) if kind == "jsonl" else ("prompt_field", "target_field"):
-      _check(isinstance(options[key], str) and bool(options[key]), f"{prefix}.{key}",
-             options[key], "must name a key")
+      check(isinstance(options[key], str) and bool(options[key]), f"{prefix}.{key}",
+            options[key], "must name a key")
   if kind == "tfds":
-    _check(bool(options["name"]), f"{prefix}.name", options["name"],
-           "a tfds source needs a dataset name")
-    _check(bool(options["field"]), f"{prefix}.field", options["field"], "must name a feature")
-    _check(options["layout"] in TFDS_LAYOUTS, f"{prefix}.layout", options["layout"],
-           f"must be one of {TFDS_LAYOUTS}")
-    _check(not options["data_dir"] or os.path.isdir(options["data_dir"]), f"{prefix}.data_dir",
-           options["data_dir"], "is not a directory")
+    check(bool(options["name"]), f"{prefix}.name", options["name"],
+          "a tfds source needs a dataset name")
+    check(bool(options["field"]), f"{prefix}.field", options["field"], "must name a feature")
+    check(options["layout"] in TFDS_LAYOUTS, f"{prefix}.layout", options["layout"],
+          f"must be one of {TFDS_LAYOUTS}")
+    check(not options["data_dir"] or os.path.isdir(options["data_dir"]), f"{prefix}.data_dir",
+          options["data_dir"], "is not a directory")
   if kind == "math":
-    _check(isinstance(options["thoughts"], bool), f"{prefix}.thoughts", options["thoughts"],
-           "must be true or false")
+    check(isinstance(options["thoughts"], bool), f"{prefix}.thoughts", options["thoughts"],
+          "must be true or false")
   if role == "math":
     math_corpus.MathCorpusConfig.from_config(_math_section(options), prefix)
   if role == "procedural":
-    _check(bool(options["task"]), f"{prefix}.task", options["task"],
-           "a procedural source needs a task")
+    check(bool(options["task"]), f"{prefix}.task", options["task"],
+          "a procedural source needs a task")
     for key in ("num_items", "eval_items"):
-      _check(isinstance(options[key], int) and options[key] > 0, f"{prefix}.{key}",
-             options[key], "must be a positive integer")
-    _check(isinstance(options["seed"], int) and 0 <= options["seed"] < EVAL_SEED_OFFSET,
-           f"{prefix}.seed", options["seed"], f"must be an integer in [0, {EVAL_SEED_OFFSET})")
+      check(isinstance(options[key], int) and options[key] > 0, f"{prefix}.{key}",
+            options[key], "must be a positive integer")
+    check(isinstance(options["seed"], int) and 0 <= options["seed"] < EVAL_SEED_OFFSET,
+          f"{prefix}.seed", options["seed"], f"must be an integer in [0, {EVAL_SEED_OFFSET})")
     # Builds (cheaply: items are generated on access) to check the task and its parameters.
     _procedural_source(name, options, "train")
   return SourceSpec(name=name, kind=kind, pause=pause, options=options)
@@ -310,8 +310,8 @@ def _split_tail(records: Any, spec: SourceSpec, split: str) -> Any:
   """Train: all but the held-out tail (eval_fraction of the records); eval: the tail."""
   n = len(records)
   num_eval = math.ceil(spec.options["eval_fraction"] * n)
-  _check(n - num_eval > 0, f"{spec.key}.eval_fraction", spec.options["eval_fraction"],
-         f"leaves no training documents out of {n}")
+  check(n - num_eval > 0, f"{spec.key}.eval_fraction", spec.options["eval_fraction"],
+        f"leaves no training documents out of {n}")
   return _Range(records, 0, n - num_eval) if split == "train" else _Range(records, n - num_eval, n)
 
 

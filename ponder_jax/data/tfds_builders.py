@@ -42,9 +42,9 @@ from typing import Any, ClassVar, Iterator, Mapping
 import numpy as np
 import tensorflow_datasets as tfds
 
-from ponder_jax.config import _check
 from ponder_jax.data import math_corpus, procedural, sources
 from ponder_jax.data.vocab import ByteVocabulary
+from ponder_jax.validation import check
 
 VERSION = "1.0.0"
 LAYOUTS = ("procedural", "thoughts")
@@ -221,14 +221,14 @@ def _check_buildable(spec: sources.SourceSpec) -> None:
   o = spec.options
   if spec.kind == "procedural":
     for key in ("num_items", "eval_items"):
-      _check(o[key] <= MAX_BUILD_ITEMS, f"{spec.key}.{key}", o[key],
-             f"a build writes every item; set the number to write (at most {MAX_BUILD_ITEMS})")
+      check(o[key] <= MAX_BUILD_ITEMS, f"{spec.key}.{key}", o[key],
+            f"a build writes every item; set the number to write (at most {MAX_BUILD_ITEMS})")
   elif spec.kind == "math":
     for split in math_corpus.SPLITS:
       size = o[f"{split}_size"]
-      _check(0 < size <= MAX_BUILD_ITEMS, f"{spec.key}.{split}_size", size,
-             f"a build writes every problem; set the split's size (1 .. {MAX_BUILD_ITEMS}; 0, "
-             "unbounded, cannot be written)")
+      check(0 < size <= MAX_BUILD_ITEMS, f"{spec.key}.{split}_size", size,
+            f"a build writes every problem; set the split's size (1 .. {MAX_BUILD_ITEMS}; 0, "
+            "unbounded, cannot be written)")
 
 
 def build(section: Any, data_dir: str | os.PathLike, *, name: str = "") -> str:
@@ -243,13 +243,13 @@ def build(section: Any, data_dir: str | os.PathLike, *, name: str = "") -> str:
   """
   section = sources.section_dict(section)
   kind = section.get("kind", "")
-  _check(kind in BUILDERS, "kind", kind, f"no TFDS builder for this kind; buildable kinds are "
-         f"{sorted(BUILDERS)}")
+  check(kind in BUILDERS, "kind", kind, f"no TFDS builder for this kind; buildable kinds are "
+        f"{sorted(BUILDERS)}")
   if not name:
     name = {"procedural": str(section.get("task", "")), "math": "corpus",
             "thoughts": os.path.splitext(os.path.basename(str(section.get("path", ""))))[0]}[kind]
-  _check(bool(_CONFIG_NAME.fullmatch(name)), "name", name,
-         "a TFDS config name must be letters, digits, '_', '-' or '.'")
+  check(bool(_CONFIG_NAME.fullmatch(name)), "name", name,
+        "a TFDS config name must be letters, digits, '_', '-' or '.'")
   spec = sources.validate_source(name, section)
   _check_buildable(spec)
   identity = _identity(spec)
@@ -299,11 +299,11 @@ def built_datasets(data_dir: str | os.PathLike) -> list[str]:
 def check_built(name: str, data_dir: str, key: str) -> None:
   """Raises ConfigError naming `<key>.data_dir` or `<key>.name` unless `data_dir` holds dataset
   `name`: TFDS's own error for a missing dataset lists every dataset in its catalogue."""
-  _check(bool(data_dir), f"{key}.data_dir", data_dir,
-         "name the directory the dataset was built into")
-  _check(os.path.isdir(data_dir), f"{key}.data_dir", data_dir, "no such directory")
+  check(bool(data_dir), f"{key}.data_dir", data_dir,
+        "name the directory the dataset was built into")
+  check(os.path.isdir(data_dir), f"{key}.data_dir", data_dir, "no such directory")
   here = built_datasets(data_dir)
-  _check(name in here, f"{key}.name", name, f"no such dataset in {data_dir}; built there: {here}")
+  check(name in here, f"{key}.name", name, f"no such dataset in {data_dir}; built there: {here}")
 
 
 class TfdsRecords:
@@ -321,17 +321,17 @@ class TfdsRecords:
 
   def __init__(self, name: str, split: str, *, data_dir: str | os.PathLike, layout: str,
                key: str = "tfds", split_key: str = "split"):
-    _check(layout in LAYOUTS, f"{key}.layout", layout, f"must be one of {LAYOUTS}")
+    check(layout in LAYOUTS, f"{key}.layout", layout, f"must be one of {LAYOUTS}")
     data_dir = os.fspath(data_dir)
     check_built(name, data_dir, key)
     builder = tfds.builder(name, data_dir=data_dir)
     splits = sorted(builder.info.splits)
-    _check(split in splits, f"{key}.{split_key}", split, f"no such split of {name}; splits "
-           f"are {splits}")
+    check(split in splits, f"{key}.{split_key}", split, f"no such split of {name}; splits "
+          f"are {splits}")
     features = sorted(builder.info.features)
     missing = [f for f in self._NEEDS[layout] if f not in features]
-    _check(not missing, f"{key}.layout", layout, f"dataset {name} has features {features}, "
-           f"not {missing}")
+    check(not missing, f"{key}.layout", layout, f"dataset {name} has features {features}, "
+          f"not {missing}")
     self.name, self.split, self.layout = name, split, layout
     metadata = builder.info.metadata or {}
     self.num_symbols = int(metadata.get("num_symbols", 0))
