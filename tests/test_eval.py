@@ -47,11 +47,17 @@ class _FixedScores:
 
 
 class _Oracle:
-  """`generate` that answers every prompt with the generator's answer (+ `shift` per token)."""
+  """`generate` that answers every prompt with the generator's answer (+ `shift` per token);
+  `score` calls an answer greedy iff it is that one."""
 
-  def __init__(self, answers: dict[tuple, list[int]], shift: int = 0):
+  def __init__(self, answers: dict[tuple, list[int]], shift: int = 0, max_len: int = 512):
     self.answers, self.shift = answers, shift
-    self.model = types.SimpleNamespace(cfg=types.SimpleNamespace(max_len=512))
+    self.model = types.SimpleNamespace(cfg=types.SimpleNamespace(max_len=max_len))
+
+  def score(self, contexts, continuations, *, num_pauses=0, batch_size=16):
+    del batch_size
+    return [Score(0.0, [], list(x) == [t + self.shift for t in self.answers[tuple(c)]],
+                  len(c) + num_pauses) for c, x in zip(contexts, continuations)]
 
   def generate(self, prompts, *, max_new_tokens, stop_tokens=(), num_pauses=0):
     del stop_tokens
@@ -113,6 +119,37 @@ def test_exact_match_of_an_oracle_is_one_and_of_a_shifted_oracle_zero(task, leng
     result = runner._Runner(runner.EvalModel(_Oracle(flipped), VOCAB), items=0, batch_size=4,
                             progress=False).task(spec)
     assert result.metrics["exact_match"] == 1.0
+
+
+def test_items_that_fill_the_context_are_checked_teacher_forced(tmp_path):
+  """A dyck word as long as the model's context: a long prompt leaves no room for the longest
+  answer in one generate call, so such items are checked teacher-forced (`is_greedy`); an item
+  matched as a multiset (any order) cannot be, and is skipped."""
+  params = {"k": 4}
+  items = sets.procedural_items("dyck", params=params, lengths=(32,), items=8)
+  answers = {tuple(VOCAB.procedural_id(np.asarray(it.prompt)).tolist()):
+             VOCAB.procedural_id(np.asarray(it.answer)).tolist() for it in items}
+  spec = tasks.REGISTRY["dyck"].with_options(params=params, lengths=(32,), items=8)
+  for shift, expected in ((0, 1.0), (1, 0.0)):
+    model = runner.EvalModel(_Oracle(answers, shift, max_len=32), VOCAB)
+    result = runner._Runner(model, items=0, batch_size=4, progress=False).task(spec)
+    assert result.metrics["exact_match"] == expected
+    assert result.metrics["items"] == 8 and result.metrics["teacher_forced"] > 0
+    assert {s["method"] for s in result.samples} == {"generated", "teacher-forced"}
+  # Two multiset items that each fit 16 tokens but not one call (12 + 10 > 16).
+  path = tmp_path / "closes.jsonl"
+  sets.write_procedural_set(str(path), "shuffled_dyck", {"k": 4}, [
+      sets.ProceduralItem((0, 1, 2, 3), (4, 5, 6, 7, 4, 5, 6, 7, 4, 5), 4, "multiset"),
+      sets.ProceduralItem((0,) * 12, (4, 4), 12, "multiset")])
+  answers = {tuple(VOCAB.procedural_id(np.asarray(p)).tolist()):
+             VOCAB.procedural_id(np.asarray(a)[::-1]).tolist()
+             for p, a in (((0, 1, 2, 3), (4, 5, 6, 7, 4, 5, 6, 7, 4, 5)), ((0,) * 12, (4, 4)))}
+  model = runner.EvalModel(_Oracle(answers, max_len=16), VOCAB)
+  result = runner._Runner(model, items=0, batch_size=4, progress=False).task(
+      tasks.TaskSpec("closes", "procedural", {"path": str(path), "items": 0}))
+  assert result.metrics == {"exact_match": 1.0, "items": 1, "skipped": 1, "teacher_forced": 0}
+  assert result.breakdown == {"4": {"exact_match": 1.0, "items": 1, "skipped": 0},
+                              "12": {"exact_match": None, "items": 0, "skipped": 1}}
 
 
 def test_a_breakdown_with_mixed_outcomes_adds_up():

@@ -22,7 +22,7 @@ import functools
 import math
 import os
 import time
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -30,12 +30,6 @@ from ponder_jax.config import ConfigError
 from ponder_jax.data import math_corpus, pipeline, procedural
 from ponder_jax.data.vocab import Vocabulary
 from ponder_jax.eval import sets, tasks as tasks_lib
-
-PERPLEXITY_METRICS = ("perplexity", "bits_per_byte")
-# The metric each kind is summarised by (tables, bar plots, TensorBoard).
-MAIN_METRIC = {"perplexity": "perplexity", "procedural": "exact_match", "math": "accuracy",
-               "choice": "acc"}
-
 
 @dataclasses.dataclass
 class EvalModel:
@@ -62,7 +56,7 @@ class EvalModel:
 @dataclasses.dataclass
 class TaskResult:
   """One task's numbers: `metrics` (the whole task), `breakdown` (per length for procedural
-  tasks, per source kind for math), `samples` (one record per item, for inspection)."""
+  tasks, per problem kind for math), `samples` (one record per item, for inspection)."""
   name: str
   kind: str
   num_pauses: int
@@ -182,8 +176,7 @@ def _run_math_source(data: pipeline.DataSpec | None):
 
 
 def evaluate(model: EvalModel, names: Sequence[str | tasks_lib.TaskSpec] | str, *,
-             items: int = 0, batch_size: int = 32, progress: bool = True,
-             on_result: Callable[[TaskResult], None] | None = None) -> Results:
+             items: int = 0, batch_size: int = 32, progress: bool = True) -> Results:
   """Runs the tasks, given by name (tasks.py syntax) or as specs; `items` > 0 caps every
   task's item count (per length for procedural tasks). A task's failure is recorded in
   `errors`, not raised."""
@@ -218,8 +211,6 @@ def evaluate(model: EvalModel, names: Sequence[str | tasks_lib.TaskSpec] | str, 
       continue
     result.seconds = time.time() - start
     results.tasks[result.name] = result
-    if on_result is not None:
-      on_result(result)
   return results
 
 
@@ -255,6 +246,8 @@ def fixed_shape_chunks(lengths: Sequence[int], batch_size: int) -> list[list[int
   n = len(lengths)
   if n <= batch_size:
     return [list(range(n))]
+  if batch_size == 1:
+    return [[i] for i in range(n)]
   longest = int(np.argmax(lengths))
   rest = [i for i in range(n) if i != longest]
   per_chunk = batch_size - 1
@@ -381,38 +374,61 @@ class _Runner:
       raise ConfigError("tasks", spec.name, f"needs {symbols} procedural symbols but the "
                         f"vocabulary reserves {vocab.num_procedural}")
     m = spec.num_pauses
-    fits = [len(it.prompt) + m + len(it.answer) <= max_len for it in items]
-    kept_items = [it for it, ok in zip(items, fits) if ok]
-    if not kept_items:
+    budget = self.model.max_len - m
+    fits = [len(it.prompt) + len(it.answer) <= budget for it in items]
+    kept = [i for i, ok in enumerate(fits) if ok]
+    if not kept:
       raise ConfigError("tasks", spec.name, f"every item is longer than model.max_len = "
-                        f"{max_len} (with {m} pauses)")
-    prompts = [np.asarray(vocab.procedural_id(np.asarray(it.prompt))).tolist()
-               for it in kept_items]
-    answers = [np.asarray(vocab.procedural_id(np.asarray(it.answer))).tolist()
-               for it in kept_items]
-    completions, fed = generate(self.model.engine, prompts,
-                                max_new_tokens=max(map(len, answers)), num_pauses=m,
-                                batch_size=self.batch_size, progress=self.progress,
-                                desc=spec.name)
-    correct = []
-    for answer, completion, item in zip(answers, completions, kept_items):
-      got = completion[:len(answer)]
-      correct.append(got == answer if item.match == "exact" else sorted(got) == sorted(answer))
+                        f"{self.model.max_len} (with {m} pauses)")
+    prompts = {i: np.asarray(vocab.procedural_id(np.asarray(items[i].prompt))).tolist()
+               for i in kept}
+    answers = {i: np.asarray(vocab.procedural_id(np.asarray(items[i].answer))).tolist()
+               for i in kept}
+    # One generate call shape serves every item whose prompt leaves room for the longest
+    # answer. An exact-match item that does not fit it (its prompt and answer fill the context)
+    # is checked teacher-forced instead: greedy decoding reproduces the answer iff each answer
+    # token is the argmax after the ones before it, which is `Score.is_greedy`. A multiset
+    # item has no single answer to force, so it is skipped.
+    max_new = max(len(answers[i]) for i in kept)
+    generated = [i for i in kept if len(prompts[i]) + max_new <= budget]
+    forced = [i for i in kept if i not in set(generated) and items[i].match == "exact"]
+    outputs: dict[int, list[int] | None] = {}
+    fed: dict[int, list[int]] = {}
+    if generated:
+      completions, as_fed = generate(self.model.engine, [prompts[i] for i in generated],
+                                     max_new_tokens=max_new, num_pauses=m,
+                                     batch_size=self.batch_size, progress=self.progress,
+                                     desc=spec.name)
+      for i, completion, prompt in zip(generated, completions, as_fed):
+        outputs[i], fed[i] = completion[:len(answers[i])], prompt
+    correct: dict[int, bool] = {}
+    for i in generated:
+      got, want = outputs[i], answers[i]
+      correct[i] = got == want if items[i].match == "exact" else sorted(got) == sorted(want)
+    if forced:
+      scores = loglikelihoods(self.model.engine, [(prompts[i], answers[i]) for i in forced],
+                              num_pauses=m, batch_size=self.batch_size,
+                              progress=self.progress, desc=f"{spec.name} (teacher-forced)")
+      for i, score in zip(forced, scores):
+        correct[i], outputs[i] = score.is_greedy, None
+        fed[i] = prompts[i] + [vocab.pause_id] * m
+    if not correct:
+      raise ConfigError("tasks", spec.name, "no item leaves room for its answer within "
+                        f"model.max_len = {self.model.max_len} (with {m} pauses)")
     breakdown: dict[str, dict[str, Any]] = {}
-    for item, ok in zip(items, fits):
+    for i, item in enumerate(items):
       row = breakdown.setdefault(str(item.length), {"exact_match": 0.0, "items": 0,
                                                     "skipped": 0})
-      row["items" if ok else "skipped"] += 1
-    for item, ok in zip(kept_items, correct):
-      breakdown[str(item.length)]["exact_match"] += ok
+      row["items" if i in correct else "skipped"] += 1
+      row["exact_match"] += correct.get(i, False)
     for row in breakdown.values():
       row["exact_match"] = row["exact_match"] / row["items"] if row["items"] else None
-    samples = [{"length": item.length, "prompt": prompt, "answer": answer,
-                "generated": completion[:len(answer)], "correct": ok}
-               for item, prompt, answer, completion, ok in zip(kept_items, fed, answers,
-                                                               completions, correct)]
-    metrics = {"exact_match": float(np.mean(correct)), "items": len(kept_items),
-               "skipped": len(items) - len(kept_items)}
+    samples = [{"length": items[i].length, "prompt": fed[i], "answer": answers[i],
+                "generated": outputs[i], "correct": correct[i],
+                "method": "generated" if outputs[i] is not None else "teacher-forced"}
+               for i in sorted(correct)]
+    metrics = {"exact_match": float(np.mean(list(correct.values()))), "items": len(correct),
+               "skipped": len(items) - len(correct), "teacher_forced": len(forced)}
     return TaskResult(spec.name, spec.kind, m, metrics, breakdown,
                       tasks_lib.LENGTH_PARAM[task], samples)
 
