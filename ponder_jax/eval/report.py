@@ -40,15 +40,16 @@ def _cell(value: Any) -> str:
 
 
 def markdown_table(results: Results | Mapping[str, Any]) -> str:
-  """| task | metric | value | items | seconds |, then the tasks that failed and why."""
+  """| task | metric | value | items (tokens for perplexity) | seconds |, then the tasks that
+  failed and why."""
   data = results.to_json() if isinstance(results, Results) else results
   lines = [f"Model: {data['model']} (ponder steps: {_cell(data['ponder_steps'])})", "",
-           "| task | metric | value | items | seconds |", "|---|---|---|---|---|"]
+           "| task | metric | value | items (tokens) | seconds |", "|---|---|---|---|---|"]
   for name, task in data["tasks"].items():
     items = task["metrics"].get("items", task["metrics"].get("tokens"))
     for metric, value in _reported(task):
       lines.append(f"| {name} | {metric} | {_cell(value)} | {_cell(items)} | "
-                   f"{_cell(task['seconds'])} |")
+                   f"{task['seconds']:.1f} |")
   if data["errors"]:
     lines += ["", "| failed task | error |", "|---|---|"]
     lines += [f"| {name} | {message.replace('|', '/')} |"

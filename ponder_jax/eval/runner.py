@@ -31,6 +31,7 @@ from ponder_jax.data import math_corpus, pipeline, procedural
 from ponder_jax.data.vocab import Vocabulary
 from ponder_jax.eval import sets, tasks as tasks_lib
 
+
 @dataclasses.dataclass
 class EvalModel:
   """A model to evaluate, and what is known of the run that trained it.
@@ -125,6 +126,7 @@ def load_model(path: str, *, ponder_steps: int | None = None, mesh=None) -> Eval
 def _stored_experiment(path: str) -> dict[str, Any] | None:
   """The experiment config stored with a trainer checkpoint (None for other model dirs)."""
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+
   from ponder_jax.train import checkpoint as ckpt_lib  # pylint: disable=import-outside-toplevel
   try:
     step_dir = ckpt_lib.resolve_checkpoint_dir(path)
@@ -315,6 +317,7 @@ class _Runner:
   # Perplexity -------------------------------------------------------------------------------
   def _perplexity(self, spec: tasks_lib.TaskSpec) -> TaskResult:
     import jax  # pylint: disable=import-outside-toplevel
+
     from ponder_jax import loss as loss_lib  # pylint: disable=import-outside-toplevel
     from ponder_jax.train import trainer  # pylint: disable=import-outside-toplevel
     model, engine, vocab = self.model, self.model.engine, self.model.vocab
@@ -351,7 +354,7 @@ class _Runner:
 
   # Procedural exact match -------------------------------------------------------------------
   def _procedural(self, spec: tasks_lib.TaskSpec) -> TaskResult:
-    o, vocab, max_len = spec.options, self.model.vocab, self.model.max_len
+    o, vocab = spec.options, self.model.vocab
     if "path" in o:
       path = tasks_lib.data_path(o["path"])
       task, items = sets.read_procedural_set(path)
@@ -512,12 +515,12 @@ class _Runner:
                               choices_field=o["choices_field"], gold_field=o["gold_field"])
     limit = self.items or o["items"]
     items = items[:limit] if limit else items
-    pairs = [encode_pair(vocab, item.context, o["target_delimiter"] + choice)
-             for item in items for choice in item.choices]
-    for (context, continuation), (i, j) in zip(pairs, [(i, j) for i, it in enumerate(items)
-                                                      for j in range(len(it.choices))]):
-      if not continuation:
-        raise ValueError(f"{o['path']}: record {i + 1}, choice {j}: encodes to no tokens")
+    pairs = []
+    for i, item in enumerate(items):
+      for j, choice in enumerate(item.choices):
+        pairs.append(encode_pair(vocab, item.context, o["target_delimiter"] + choice))
+        if not pairs[-1][1]:
+          raise ValueError(f"{o['path']}: record {i + 1}, choice {j}: encodes to no tokens")
     scores = loglikelihoods(self.model.engine, pairs, num_pauses=spec.num_pauses,
                             batch_size=self.batch_size, progress=self.progress, desc=spec.name)
     logprobs = [score.logprob for score in scores]
