@@ -9,7 +9,7 @@ a warm start on 2,000 problems with their ground-truth derivations, then EM over
 whose derivations are hidden: the model writes them (K samples, importance resampling) and a fresh
 model trains on them. The raw-only baseline trains on the same 10,000 problems without thoughts
 for as many steps. Byte vocabulary, a 0.6M-parameter LLaMA-style model, no pondering (BoLT does
-not ponder; `--config.ponder.steps=1` combines the two). About 25 minutes on 2 CPU cores.
+not ponder; `--config.ponder.steps=1` combines the two). About 45 minutes on 2 idle CPU cores.
 """
 
 from ponder_jax.bolt.em import default_bolt_config
@@ -35,7 +35,7 @@ def get_config():
   c.metrics.update(tensorboard=False, plot=False)
   c.bolt = default_bolt_config()
   c.bolt.update(iterations=2, warmstart_problems=2000, warmstart_steps=1500,
-                corpus_problems=8000, mstep_steps=1500, eval_items=300)
+                corpus_problems=8000, mstep_steps=800, eval_items=300)
   c.bolt.estep.update(num_samples=4, max_thought_tokens=48, batch_size=128,
                       docs_per_shard=2000)
   return c
