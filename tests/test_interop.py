@@ -16,7 +16,7 @@ tfds = pytest.importorskip("tensorflow_datasets")
 
 from ponder_jax.config import ConfigError  # noqa: E402
 from ponder_jax.data import (  # noqa: E402
-    math_corpus, pipeline, procedural, sources, tfds_builders, thoughts)
+    math_corpus, pipeline, procedural, sources, tfds_builders, tfds_records, thoughts)
 from ponder_jax.data.vocab import default_tokenizer_path, load_vocabulary  # noqa: E402
 
 tfds.disable_progress_bar()
@@ -82,8 +82,8 @@ def test_procedural_build_reads_back_the_native_tokens(built):
   assert built["dyck"] == "ponder_procedural/dyck_k8"
   for split, tfds_split in (("train", "train"), ("eval", "validation")):
     native = _native(DYCK, split)
-    records = tfds_builders.TfdsRecords(built["dyck"], tfds_split, data_dir=built["data_dir"],
-                                        layout="procedural", key="data.sources.warmup")
+    records = tfds_records.TfdsRecords(built["dyck"], tfds_split, data_dir=built["data_dir"],
+                                       layout="procedural", key="data.sources.warmup")
     assert len(records) == len(native) == {"train": 48, "eval": 12}[split]
     _assert_same_examples([native.example(native[i], None) for i in range(len(native))],
                           [native.example((i, records[i]), None) for i in range(len(records))])
@@ -116,8 +116,8 @@ def test_math_build_has_every_split_and_the_native_thought_layout(built):
       {k: v for k, v in MATH.items() if k not in ("kind", "pause", "thoughts", "prior_prob")})
   for split, native_split in (("train", "train"), ("validation", "eval")):
     native = _native(MATH, native_split)
-    records = tfds_builders.TfdsRecords(built["math"], split, data_dir=data_dir,
-                                        layout="thoughts")
+    records = tfds_records.TfdsRecords(built["math"], split, data_dir=data_dir,
+                                       layout="thoughts")
     _assert_same_examples(
         [native.example(native[i], _rng(i)) for i in range(len(native))],
         [native.example((i, records[i]), _rng(i)) for i in range(len(records))])
@@ -140,8 +140,8 @@ def test_thought_text_build_matches_the_thought_record_source(built):
   for split, native_split, expected in (("train", "train", documents[:18]),
                                         ("validation", "eval", documents[18:])):
     native = _native(section, native_split)
-    records = tfds_builders.TfdsRecords(built["thoughts"], split, data_dir=data_dir,
-                                        layout="thoughts")
+    records = tfds_records.TfdsRecords(built["thoughts"], split, data_dir=data_dir,
+                                       layout="thoughts")
     assert [records[i] for i in range(len(records))] == expected  # None thoughts stay None
     _assert_same_examples(
         [native.example(native[i], _rng(i)) for i in range(len(native))],
@@ -209,7 +209,7 @@ def test_build_reuses_an_identical_dataset_and_refuses_a_changed_one(built, tmp_
   thoughts.write_thought_records(path, [("a", [("One. ", "changed"), ("Two.", None)])])
   with pytest.raises(ValueError, match="already holds"):
     tfds_builders.build(section, data_dir)
-  assert tfds_builders.built_datasets(data_dir) == sorted(
+  assert tfds_records.built_datasets(data_dir) == sorted(
       [built["dyck"], built["math"], built["thoughts"], "ponder_thoughts/edited"])
 
 
@@ -224,7 +224,7 @@ def test_build_reuses_an_identical_dataset_and_refuses_a_changed_one(built, tmp_
 def test_build_rejects_bad_sections(tmp_path, section, name, key):
   with pytest.raises(ConfigError, match=f"'{key}'"):
     tfds_builders.build(section, tmp_path, name=name)
-  assert not tfds_builders.built_datasets(tmp_path)
+  assert not tfds_records.built_datasets(tmp_path)
 
 
 @pytest.mark.parametrize("change, key, why", [
@@ -241,8 +241,8 @@ def test_reading_rejects_bad_options(built, change, key, why):
   if options["name"] == "MATH":
     options["name"] = built["math"]
   with pytest.raises(ConfigError, match=f"'{key}'.*{why}"):
-    tfds_builders.TfdsRecords(options.pop("name"), options.pop("split"), key="data.sources.w",
-                              **options)
+    tfds_records.TfdsRecords(options.pop("name"), options.pop("split"), key="data.sources.w",
+                             **options)
 
 
 # seqio (loads TensorFlow) ----------------------------------------------------------------------
@@ -264,23 +264,23 @@ def test_seqio_tasks_yield_the_native_and_tfds_tokens(built):
   assert set(math.splits) == {"train", "validation", "test"}
   for split, native_split in (("train", "train"), ("validation", "eval")):
     native = _native(DYCK, native_split)
-    records = tfds_builders.TfdsRecords(built["dyck"], split, data_dir=built["data_dir"],
-                                        layout="procedural")
+    records = tfds_records.TfdsRecords(built["dyck"], split, data_dir=built["data_dir"],
+                                       layout="procedural")
     from_tfds = [native.example((i, records[i]), None) for i in range(len(records))]
     _assert_same_examples(from_tfds, _seqio_examples(dyck, split))
     _assert_same_examples([native.example(native[i], None) for i in range(len(native))],
                           from_tfds)
     native = _native(MATH, native_split)
-    records = tfds_builders.TfdsRecords(built["math"], split, data_dir=built["data_dir"],
-                                        layout="thoughts")
+    records = tfds_records.TfdsRecords(built["math"], split, data_dir=built["data_dir"],
+                                       layout="thoughts")
     from_tfds = [native.example((i, records[i]), _rng(i)) for i in range(len(records))]
     _assert_same_examples(from_tfds, _seqio_examples(math, split))
     _assert_same_examples([native.example(native[i], _rng(i)) for i in range(len(native))],
                           from_tfds)
   # The math test split (the pipeline never reads it) matches the TFDS build's.
   native = _native(MATH)
-  records = tfds_builders.TfdsRecords(built["math"], "test", data_dir=built["data_dir"],
-                                      layout="thoughts")
+  records = tfds_records.TfdsRecords(built["math"], "test", data_dir=built["data_dir"],
+                                     layout="thoughts")
   _assert_same_examples([native.example((i, records[i]), _rng(i)) for i in range(len(records))],
                         _seqio_examples(math, "test"))
   # The stable default tasks are the native defaults (first items of their streams).

@@ -23,8 +23,9 @@ import flax.linen as nn
 import orbax.checkpoint as ocp
 
 from ponder_jax.config import ConfigError, ModelConfig, PonderConfig
-from ponder_jax.convert.tokenizer import HFVocabulary, load_hf_vocabulary
-from ponder_jax.data.vocab import NUM_PROCEDURAL, Vocabulary, load_vocabulary
+from ponder_jax.data.vocab import (NUM_PROCEDURAL, HFVocabulary, Vocabulary, load_hf_vocabulary,
+                                   load_vocabulary)
+from ponder_jax.train.checkpoint import load_params, resolve_checkpoint_dir
 
 PARAMS = "params"
 MODEL_CONFIG = "model_config.json"
@@ -132,8 +133,6 @@ def load(path: str, *, model_config: str | None = None, vocabulary: bool = True)
     vocab = (load_hf_vocabulary(tokenizer_dir, add_tokens=False)
              if vocabulary and os.path.isdir(tokenizer_dir) else None)
     return Loaded(cfg, params, vocab, ponder)
-  # pylint: disable-next=import-outside-toplevel
-  from ponder_jax.train.checkpoint import load_params, resolve_checkpoint_dir
   step_dir = resolve_checkpoint_dir(path)
   config_dir = os.path.join(step_dir, "config")
   experiment = None

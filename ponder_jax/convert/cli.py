@@ -25,6 +25,8 @@ import sys
 from typing import Sequence
 
 from ponder_jax.config import ConfigError
+from ponder_jax.convert import checkpoint, hf
+from ponder_jax.data.vocab import TOKENIZER_FILE, load_hf_vocabulary
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,9 +60,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _from_hf(args: argparse.Namespace) -> None:
-  # pylint: disable-next=import-outside-toplevel
-  from ponder_jax.convert import checkpoint, hf, tokenizer
-  has_tokenizer = os.path.isfile(os.path.join(args.from_hf, tokenizer.TOKENIZER_FILE))
+  has_tokenizer = os.path.isfile(os.path.join(args.from_hf, TOKENIZER_FILE))
   if args.weights_only or not has_tokenizer:
     cfg, params = hf.import_hf(args.from_hf)
     vocabulary = None
@@ -76,8 +76,6 @@ def _from_hf(args: argparse.Namespace) -> None:
 
 
 def _describe(cfg, ponder) -> str:
-  # pylint: disable-next=import-outside-toplevel
-  from ponder_jax.convert import hf
   if not hf.ponders(ponder):
     return f"{cfg.family} model"
   switches = [name for name in ("scale_embeds", "multiply_initial") if getattr(ponder, name)]
@@ -87,13 +85,11 @@ def _describe(cfg, ponder) -> str:
 
 
 def _to_hf(args: argparse.Namespace) -> None:
-  # pylint: disable-next=import-outside-toplevel
-  from ponder_jax.convert import checkpoint, hf, tokenizer
   cfg, params, vocabulary, ponder = checkpoint.load(
       args.to_hf, model_config=args.model_config,
       vocabulary=not (args.tokenizer or args.no_tokenizer))
   if args.tokenizer:
-    vocabulary = tokenizer.load_hf_vocabulary(args.tokenizer, add_tokens=False)
+    vocabulary = load_hf_vocabulary(args.tokenizer, add_tokens=False)
   lost = hf.export_hf(cfg, params, args.out, ponder=ponder, vocabulary=vocabulary,
                       plain_backbone=args.plain_backbone)
   out = os.path.abspath(args.out)

@@ -49,8 +49,8 @@ from ponder_jax.convert import sources as sources_lib
 from ponder_jax.convert.families import (BY_FAMILY, PONDER_MODEL_TYPE_PREFIX, Family, Plan,
                                          family_of)
 from ponder_jax.convert.sources import CheckpointError, TensorSource
-from ponder_jax.convert.tokenizer import HFVocabulary, hf_vocabulary, load_hf_vocabulary
-from ponder_jax.data.vocab import Vocabulary
+from ponder_jax.convert.tokenizer import hf_vocabulary
+from ponder_jax.data.vocab import HFVocabulary, Vocabulary, load_hf_vocabulary
 from ponder_jax.model.transformer import Transformer
 
 NEW_ROW_INITS = ("mean", "normal")

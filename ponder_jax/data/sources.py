@@ -64,13 +64,13 @@ import grain
 import ml_collections
 import numpy as np
 
-from ponder_jax.data import math_corpus, procedural, thoughts
+from ponder_jax.data import data_dir, math_corpus, procedural, tfds_records, thoughts
 from ponder_jax.data import pause as pause_lib
 from ponder_jax.data.vocab import Vocabulary
 from ponder_jax.validation import ConfigError, check
 
 SPLITS = ("train", "eval")
-TFDS_LAYOUTS = ("text", "procedural", "thoughts")
+TFDS_LAYOUTS = ("text",) + tfds_records.LAYOUTS  # the others: datasets of tfds_builders.py
 ON_ERROR = ("raise", "skip")
 EVAL_SEED_OFFSET = 2**32  # procedural eval items: seed + this, disjoint from any train seed
 SHIPPED_TEXT = "shakespeare.txt"
@@ -127,7 +127,6 @@ def _pauses_by_default(kind: str, options: Mapping[str, Any]) -> bool:
 
 def shipped_text_path() -> str:
   """The repository's data/shakespeare.txt (the natural-text default)."""
-  from ponder_jax.data import data_dir  # pylint: disable=g-import-not-at-top
   return str(data_dir() / SHIPPED_TEXT)
 
 
@@ -402,6 +401,7 @@ class _TfdsTexts:
   """Random access to one text feature of a TFDS split through `tfds.data_source`."""
 
   def __init__(self, spec: SourceSpec, split: str):
+    # Lazy: tensorflow_datasets is the optional `interop` extra; only tfds sources need it.
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
     o = spec.options
     self._field, self._key = o["field"], spec.key
@@ -511,8 +511,7 @@ def open_source(spec: SourceSpec, vocab: Vocabulary, split: str = "train") -> To
     raise ConfigError(f"{spec.key}.eval_fraction" if "eval_fraction" in o else
                       f"{spec.key}.eval_split", 0, f"source '{spec.name}' has no eval split")
   if kind == "tfds" and o["layout"] != "text":  # a dataset written by tfds_builders.py
-    from ponder_jax.data import tfds_builders  # pylint: disable=g-import-not-at-top
-    records = tfds_builders.TfdsRecords(
+    records = tfds_records.TfdsRecords(
         o["name"], o["split"] if split == "train" else o["eval_split"],
         data_dir=o["data_dir"], layout=o["layout"], key=spec.key,
         split_key="split" if split == "train" else "eval_split")

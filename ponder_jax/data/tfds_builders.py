@@ -1,5 +1,4 @@
-"""TFDS builders (ArrayRecord files) for the project's generated data, and random access to the
-records they wrote.
+"""TFDS builders (ArrayRecord files) for the project's generated data.
 
 A builder is a thin wrapper over a native source: it takes a `data.sources.<name>` section (see
 sources.py), writes what that source yields, record for record and in index order, and stores
@@ -22,12 +21,11 @@ TensorFlow, no import of this module needed):
 
 Record i of a split is item i of the native split (`disable_shuffling`), so a built dataset and
 its generator give the same tokens for the same seed. The pipeline's `tfds` kind reads the `text`
-feature of math and thought datasets as natural text as it is. `TfdsRecords` gives back the
-native records of the other layouts: 'procedural' (dicts of task-local tokens and loss_mask) and
-'thoughts' (lists of (text, thought | None) chunks), for the pipeline's own tokenization.
+feature of math and thought datasets as natural text as it is; the other layouts are read
+back as native records by tfds_records.py.
 
 Not here: generators (procedural.py, math_corpus.py, thoughts.py), tokenization (sources.py),
-seqio (seqio_tasks.py).
+reading built datasets (tfds_records.py), seqio (seqio_tasks.py).
 """
 
 from __future__ import annotations
@@ -47,7 +45,6 @@ from ponder_jax.data.vocab import ByteVocabulary
 from ponder_jax.validation import check
 
 VERSION = "1.0.0"
-LAYOUTS = ("procedural", "thoughts")
 # Procedural sources and the math corpus default to unbounded streams; a build writes every item,
 # so it needs an explicit size, and this bounds a typo (2**31 items would take days).
 MAX_BUILD_ITEMS = 10**8
@@ -234,7 +231,7 @@ def _check_buildable(spec: sources.SourceSpec) -> None:
 def build(section: Any, data_dir: str | os.PathLike, *, name: str = "") -> str:
   """Builds the TFDS dataset of a `data.sources` section of kind procedural, math or thoughts
   into `data_dir` and returns its TFDS name, e.g. 'ponder_procedural/dyck', for
-  `source_config('tfds', name=..., data_dir=...)` or `TfdsRecords`.
+  `source_config('tfds', name=..., data_dir=...)` or `tfds_records.TfdsRecords`.
 
   `name` is the config name (default: the task for procedural, 'corpus' for math, the file's
   stem for thoughts). A dataset already built under that name is reused when it was built from
@@ -270,85 +267,3 @@ def build(section: Any, data_dir: str | os.PathLike, *, name: str = "") -> str:
 def _read_metadata(path: str) -> dict[str, Any]:
   with open(os.path.join(path, "metadata.json"), encoding="utf-8") as f:
     return json.load(f)
-
-
-def built_datasets(data_dir: str | os.PathLike) -> list[str]:
-  """The '<builder>/<config>' (or '<builder>') names of the datasets prepared in `data_dir`.
-
-  Looks three levels deep only (builder, config, version): a shared TFDS directory holds
-  thousands of shard files below them.
-  """
-  def is_version(path: str) -> bool:
-    return os.path.isfile(os.path.join(path, "dataset_info.json"))
-
-  def subdirs(path: str) -> list[str]:
-    return sorted(entry.name for entry in os.scandir(path) if entry.is_dir())
-
-  found = []
-  data_dir = os.fspath(data_dir)
-  for builder in subdirs(data_dir):
-    for child in subdirs(os.path.join(data_dir, builder)):
-      path = os.path.join(data_dir, builder, child)
-      if is_version(path):
-        found.append(builder)
-      elif any(is_version(os.path.join(path, version)) for version in subdirs(path)):
-        found.append(f"{builder}/{child}")
-  return sorted(set(found))
-
-
-def check_built(name: str, data_dir: str, key: str) -> None:
-  """Raises ConfigError naming `<key>.data_dir` or `<key>.name` unless `data_dir` holds dataset
-  `name`: TFDS's own error for a missing dataset lists every dataset in its catalogue."""
-  check(bool(data_dir), f"{key}.data_dir", data_dir,
-        "name the directory the dataset was built into")
-  check(os.path.isdir(data_dir), f"{key}.data_dir", data_dir, "no such directory")
-  here = built_datasets(data_dir)
-  check(name in here, f"{key}.name", name, f"no such dataset in {data_dir}; built there: {here}")
-
-
-class TfdsRecords:
-  """Random access to the native records of a split of a dataset built here.
-
-  layout 'procedural': {'tokens', 'loss_mask'} int32 arrays of task-local symbols, as a
-  procedural source yields them; `num_symbols` is the task's alphabet size (the vocabulary must
-  reserve that many procedural symbols).
-  layout 'thoughts': a list of (text, thought | None) chunks, as a thoughts or math source (with
-  thoughts) yields them; from a ponder_math or ponder_thoughts dataset.
-  Errors name `<key>.<option>` (key: the config section, e.g. data.sources.warmup).
-  """
-
-  _NEEDS = {"procedural": ("tokens", "loss_mask"), "thoughts": ("chunks",)}
-
-  def __init__(self, name: str, split: str, *, data_dir: str | os.PathLike, layout: str,
-               key: str = "tfds", split_key: str = "split"):
-    check(layout in LAYOUTS, f"{key}.layout", layout, f"must be one of {LAYOUTS}")
-    data_dir = os.fspath(data_dir)
-    check_built(name, data_dir, key)
-    builder = tfds.builder(name, data_dir=data_dir)
-    splits = sorted(builder.info.splits)
-    check(split in splits, f"{key}.{split_key}", split, f"no such split of {name}; splits "
-          f"are {splits}")
-    features = sorted(builder.info.features)
-    missing = [f for f in self._NEEDS[layout] if f not in features]
-    check(not missing, f"{key}.layout", layout, f"dataset {name} has features {features}, "
-          f"not {missing}")
-    self.name, self.split, self.layout = name, split, layout
-    metadata = builder.info.metadata or {}
-    self.num_symbols = int(metadata.get("num_symbols", 0))
-    self._source = builder.as_data_source(split=split)
-
-  def __len__(self) -> int:
-    return len(self._source)
-
-  def __getitem__(self, index: int) -> Any:
-    record = self._source[int(index)]
-    if self.layout == "procedural":
-      return {"tokens": np.asarray(record["tokens"], np.int32),
-              "loss_mask": np.asarray(record["loss_mask"], np.int32)}
-    chunks = record["chunks"]
-    return [(text.decode("utf-8"), thought.decode("utf-8") or None)
-            for text, thought in zip(chunks["text"], chunks["thought"])]
-
-  def __repr__(self) -> str:
-    return (f"TfdsRecords({self.name!r}, split={self.split!r}, layout={self.layout!r}, "
-            f"n={len(self)})")

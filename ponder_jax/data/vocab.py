@@ -1,4 +1,5 @@
-"""One `Vocabulary` interface for every tokenizer the project uses, and the project's own two.
+"""One `Vocabulary` interface for every tokenizer the project uses: the project's own two and
+Hugging Face tokenizers (`HFVocabulary`).
 
 Special tokens every implementation provides (METHODS.md §2.1, §4.1):
   pad, bos, eos       padding (segment id 0 in packed rows), document start and end
@@ -24,13 +25,15 @@ them, whatever the text (`"<pause>"` typed in text is ordinary characters), only
 from __future__ import annotations
 
 import abc
+import json
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from ponder_jax.config import ConfigError
+from ponder_jax.data import data_dir
+from ponder_jax.validation import ConfigError
 
 # Name of each special id, in id order from 0.
 SPECIAL_PIECES = {
@@ -38,6 +41,8 @@ SPECIAL_PIECES = {
     "sol": "<|START_OF_LATENT|>", "eol": "<|END_OF_LATENT|>",
     "prior": "<|PRIOR_PREFIX|>", "posterior": "<|POSTERIOR_PREFIX|>",
 }
+# The specials a tokenizer from elsewhere lacks and gets added (it has its own pad, bos, eos).
+_ADDED_SPECIALS = ("pause", "sol", "eol", "prior", "posterior")
 _SPECIAL_NAMES = tuple(SPECIAL_PIECES.values())
 NUM_PROCEDURAL = 256  # 64-type Dyck needs 129 local symbols, the vocab-100 tasks 102, needle 256
 PROCEDURAL_OFFSET = len(SPECIAL_PIECES)
@@ -54,8 +59,7 @@ def procedural_piece(symbol: int) -> str:
 
 def control_pieces() -> list[str]:
   """The control symbols after pad/bos/eos/unk, in id order (4 .. 264): the trainer's list."""
-  specials = [piece for name, piece in SPECIAL_PIECES.items()
-              if name not in ("pad", "bos", "eos", "unk")]
+  specials = [SPECIAL_PIECES[name] for name in _ADDED_SPECIALS]
   return specials + [procedural_piece(i) for i in range(NUM_PROCEDURAL)]
 
 
@@ -296,10 +300,213 @@ class ByteVocabulary(_ReservedLayoutVocabulary):
     return "ByteVocabulary()"
 
 
+# Hugging Face tokenizers ------------------------------------------------------------------------
+TOKENIZER_FILE = "tokenizer.json"
+TOKENIZER_CONFIG = "tokenizer_config.json"
+SPECIAL_TOKENS_MAP = "special_tokens_map.json"
+
+
+def _read_json(path: str) -> dict[str, Any]:
+  if not os.path.isfile(path):
+    return {}
+  with open(path, encoding="utf-8") as f:
+    try:
+      return json.load(f)
+    except ValueError as e:
+      raise ValueError(f"{path}: not valid JSON ({e})") from e
+
+
+def _token_content(value: Any) -> str | None:
+  """tokenizer_config values are a string or an AddedToken dict with 'content'."""
+  if isinstance(value, dict):
+    return value.get("content")
+  return value if isinstance(value, str) else None
+
+
+class HFVocabulary(Vocabulary):
+  """A Hugging Face `tokenizers.Tokenizer` with the project's special and procedural tokens
+  (`hf:PATH` specs, imported models; the project's own vocabularies take this form on export,
+  convert/tokenizer.py).
+
+  `load_hf_vocabulary(dir)` adds the tokens the project reserves as special tokens that the
+  tokenizer never splits: `<pause>`, the four latent-thought tokens and optionally
+  `num_procedural` symbols `<proc_0>`, `<proc_1>`, ... Tokens the tokenizer already has (a
+  directory this project exported) keep their ids; new ones get the next free ids, in that order,
+  listed in `added_ids` so that the model's embedding rows for them can be initialised
+  (convert/hf.py). As in the project's own vocabularies, `encode` never produces a special id
+  from text, and `decode` renders specials by name.
+
+  pad / bos / eos come from the first of these that names them: `tokenizer_config.json`
+  (`pad_token`, `bos_token`, `eos_token`), `special_tokens_map.json`, then `config.json`
+  (`pad_token_id`, `bos_token_id`, `eos_token_id`; the first of a list). eos is required; bos
+  falls back to eos (GPT-2 style: one token separates documents) and pad falls back to eos
+  (padding is masked by segment id 0, so its id only fills slots).
+  """
+
+  def __init__(self, tokenizer, *, pad_id: int, bos_id: int, eos_id: int,
+               added_ids: Sequence[int], base_size: int,
+               tokenizer_config: dict[str, Any] | None = None):
+    self.tokenizer = tokenizer
+    # Special tokens in text stay text (the project's rule); ids alone make them.
+    self.tokenizer.encode_special_tokens = True
+    self._pad, self._bos, self._eos = pad_id, bos_id, eos_id
+    self.added_ids = tuple(added_ids)
+    self.base_size = base_size  # the tokenizer's size before tokens were added here
+    self._config = dict(tokenizer_config or {})
+    self._reserved = {name: self._require(SPECIAL_PIECES[name]) for name in _ADDED_SPECIALS}
+    procedural = []
+    while (i := tokenizer.token_to_id(procedural_piece(len(procedural)))) is not None:
+      procedural.append(i)
+    self._procedural_offset = offset = procedural[0] if procedural else 0
+    if procedural != list(range(offset, offset + len(procedural))):
+      raise ValueError(f"the tokenizer's procedural symbols have ids {procedural}, not one "
+                       "contiguous block")
+    self._num_procedural = len(procedural)
+
+  def __setstate__(self, state):
+    # A tokenizers.Tokenizer pickles as its JSON, which does not keep encode_special_tokens.
+    self.__dict__.update(state)
+    self.tokenizer.encode_special_tokens = True
+
+  def _require(self, token: str) -> int:
+    i = self.tokenizer.token_to_id(token)
+    if i is None:
+      raise ValueError(f"the tokenizer has no '{token}' token; load it with add_tokens=True")
+    return i
+
+  @property
+  def vocab_size(self) -> int:
+    return self.tokenizer.get_vocab_size(with_added_tokens=True)
+
+  @property
+  def pad_id(self) -> int:
+    return self._pad
+
+  @property
+  def bos_id(self) -> int:
+    return self._bos
+
+  @property
+  def eos_id(self) -> int:
+    return self._eos
+
+  @property
+  def pause_id(self) -> int:
+    return self._reserved["pause"]
+
+  @property
+  def sol_id(self) -> int:
+    return self._reserved["sol"]
+
+  @property
+  def eol_id(self) -> int:
+    return self._reserved["eol"]
+
+  @property
+  def prior_id(self) -> int:
+    return self._reserved["prior"]
+
+  @property
+  def posterior_id(self) -> int:
+    return self._reserved["posterior"]
+
+  @property
+  def num_procedural(self) -> int:
+    return self._num_procedural
+
+  def procedural_id(self, symbol: int | np.ndarray) -> int | np.ndarray:
+    return self._offset_procedural(symbol, self._procedural_offset)
+
+  def encode(self, text: str) -> list[int]:
+    # add_special_tokens=False: no template bos/eos (LLaMA's post-processor would add bos).
+    return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+  def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+    return [e.ids for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+
+  def decode(self, ids: Sequence[int]) -> str:
+    return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)
+
+  def save(self, directory: str) -> None:
+    """tokenizer.json, tokenizer_config.json and special_tokens_map.json that
+    `transformers.AutoTokenizer` loads (offline: nothing else is needed)."""
+    os.makedirs(directory, exist_ok=True)
+    self.tokenizer.save(os.path.join(directory, TOKENIZER_FILE))
+    config = dict(self._config)
+    # The tokenizer.json lists every added token; a stale copy here would disagree with it.
+    config.pop("added_tokens_decoder", None)
+    config.setdefault("tokenizer_class", "PreTrainedTokenizerFast")
+    token = self.tokenizer.id_to_token
+    config.update(pad_token=token(self.pad_id), bos_token=token(self.bos_id),
+                  eos_token=token(self.eos_id))
+    with open(os.path.join(directory, TOKENIZER_CONFIG), "w", encoding="utf-8") as f:
+      json.dump(config, f, indent=2)
+    special_map = {key: config[key] for key in ("bos_token", "eos_token", "pad_token",
+                                                  "unk_token") if config.get(key)}
+    special_map["additional_special_tokens"] = [token(i) for i in (
+        self.pause_id, self.sol_id, self.eol_id, self.prior_id, self.posterior_id)]
+    with open(os.path.join(directory, SPECIAL_TOKENS_MAP), "w", encoding="utf-8") as f:
+      json.dump(special_map, f, indent=2)
+
+
+def _special_id(tokenizer, directory: str, name: str) -> int | None:
+  """The id of special token `name` ('pad' | 'bos' | 'eos'), by the documented precedence."""
+  for file in (TOKENIZER_CONFIG, SPECIAL_TOKENS_MAP):
+    path = os.path.join(directory, file)
+    content = _token_content(_read_json(path).get(f"{name}_token"))
+    if content is not None:
+      i = tokenizer.token_to_id(content)
+      if i is None:
+        raise ValueError(f"{path}: {name}_token {content!r} is not in {TOKENIZER_FILE}")
+      return i
+  value = _read_json(os.path.join(directory, "config.json")).get(f"{name}_token_id")
+  if isinstance(value, list):
+    value = value[0] if value else None
+  return value
+
+
+def load_hf_vocabulary(path: str, *, add_tokens: bool = True,
+                       num_procedural: int = 0) -> HFVocabulary:
+  """The tokenizer of a Hugging Face model directory, with the project's reserved tokens.
+
+  `add_tokens=False` requires them to be present already (a directory this project exported).
+  """
+  # Lazy: `tokenizers` comes with the optional `hf` extra, and only this spec kind needs it.
+  from tokenizers import AddedToken, Tokenizer  # pylint: disable=import-outside-toplevel
+  file = os.path.join(path, TOKENIZER_FILE)
+  if not os.path.isfile(file):
+    raise FileNotFoundError(f"{file}: no such file (only fast tokenizers in tokenizer.json are "
+                            "supported)")
+  if not isinstance(num_procedural, int) or num_procedural < 0:
+    raise ValueError(f"num_procedural = {num_procedural!r}: must be an integer >= 0")
+  tokenizer = Tokenizer.from_file(file)
+  base_size = tokenizer.get_vocab_size(with_added_tokens=True)
+  wanted = [SPECIAL_PIECES[name] for name in _ADDED_SPECIALS]
+  wanted += [procedural_piece(i) for i in range(num_procedural)]
+  missing = [t for t in wanted if tokenizer.token_to_id(t) is None]
+  if missing and not add_tokens:
+    raise ValueError(f"{file}: lacks {missing}; load with add_tokens=True to add them")
+  tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in missing])
+  added_ids = [tokenizer.token_to_id(t) for t in missing]
+
+  eos = _special_id(tokenizer, path, "eos")
+  if eos is None:
+    raise ValueError(f"{path}: no eos token in {TOKENIZER_CONFIG}, {SPECIAL_TOKENS_MAP} or "
+                     "config.json (eos_token_id)")
+  bos = _special_id(tokenizer, path, "bos")
+  pad = _special_id(tokenizer, path, "pad")
+  ids = {"eos": eos, "bos": eos if bos is None else bos, "pad": eos if pad is None else pad}
+  for name, i in ids.items():
+    if not 0 <= i < tokenizer.get_vocab_size(with_added_tokens=True):
+      raise ValueError(f"{path}: {name} id {i} is outside the tokenizer's "
+                       f"{tokenizer.get_vocab_size(with_added_tokens=True)} ids")
+  return HFVocabulary(tokenizer, pad_id=ids["pad"], bos_id=ids["bos"], eos_id=ids["eos"],
+                      added_ids=added_ids, base_size=base_size,
+                      tokenizer_config=_read_json(os.path.join(path, TOKENIZER_CONFIG)))
+
+
 def default_tokenizer_path() -> Path:
   """The committed SentencePiece model, data/tokenizer.model (see ponder_jax.data.data_dir)."""
-  from ponder_jax.data import data_dir  # noqa: PLC0415  (the package imports this module)
-
   return data_dir() / "tokenizer.model"
 
 
@@ -309,7 +516,7 @@ def load_vocabulary(spec: str) -> Vocabulary:
   sentencepiece          the committed data/tokenizer.model (8192 ids)
   sentencepiece:PATH     another model trained by data/train_tokenizer.py
   byte                   ByteVocabulary (576 ids)
-  hf:PATH                a Hugging Face tokenizer on local disk (ponder_jax.convert.tokenizer)
+  hf:PATH                a Hugging Face tokenizer on local disk (load_hf_vocabulary)
   """
   kind, _, arg = str(spec).partition(":")
   if kind == "byte" and not arg:
@@ -322,11 +529,9 @@ def load_vocabulary(spec: str) -> Vocabulary:
       raise ConfigError("data.vocab", spec, str(error)) from error
   if kind == "hf" and arg:
     try:
-      from ponder_jax.convert.tokenizer import load_hf_vocabulary  # noqa: PLC0415
+      return load_hf_vocabulary(arg)
     except ImportError as error:
-      raise ConfigError("data.vocab", spec,
-                        f"Hugging Face tokenizers need ponder_jax.convert.tokenizer: {error}"
-                        ) from error
-    return load_hf_vocabulary(arg)
+      raise ConfigError("data.vocab", spec, f"Hugging Face tokenizers need the `hf` extra "
+                        f"(pip install 'ponder-jax[hf]'): {error}") from error
   raise ConfigError("data.vocab", spec,
                     "must be 'sentencepiece', 'sentencepiece:PATH', 'byte' or 'hf:PATH'")

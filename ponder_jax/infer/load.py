@@ -19,8 +19,7 @@ from jax.sharding import Mesh
 
 from ponder_jax.convert import checkpoint as convert_checkpoint
 from ponder_jax.convert import hf as convert_hf
-from ponder_jax.convert.tokenizer import load_hf_vocabulary
-from ponder_jax.data.vocab import Vocabulary
+from ponder_jax.data.vocab import Vocabulary, load_hf_vocabulary
 from ponder_jax.infer.engine import Engine
 from ponder_jax.model.transformer import Transformer
 

@@ -36,9 +36,12 @@ from typing import Any, Iterable, Mapping
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 from absl import logging
 
 from ponder_jax.config import ConfigError
+from ponder_jax.data import pipeline, sources as sources_lib, tfds_records, vocab as vocab_lib
+from ponder_jax.train import checkpoint as ckpt_lib
 
 COMPONENTS = ("attention", "mlp", "norms", "embeddings", "positions")
 EVERYTHING = "everything"  # every component
@@ -113,7 +116,6 @@ def parse_rows(spec: str) -> np.ndarray | None:
 
 def _text_ids(vocab) -> np.ndarray:
   """Ids `vocab.encode` can produce: the text part of the vocabulary."""
-  from ponder_jax.data import vocab as vocab_lib  # pylint: disable=import-outside-toplevel
   if isinstance(vocab, vocab_lib.ByteVocabulary):
     return np.arange(vocab_lib.BYTE_OFFSET, vocab_lib.TEXT_OFFSET)
   if isinstance(vocab, vocab_lib.SentencePieceVocabulary):
@@ -128,8 +130,6 @@ def _text_ids(vocab) -> np.ndarray:
 
 def _source_ids(spec, vocab, gets_pauses: bool) -> np.ndarray:
   """The ids one `data.sources` entry of the source run can put into a training row."""
-  # pylint: disable=import-outside-toplevel
-  from ponder_jax.data import sources as sources_lib, tfds_builders
   o, kind = spec.options, spec.kind
   layout = o.get("layout", "text") if kind == "tfds" else ""
   generator = o.get("generator", "") if kind == "finetune" else ""  # prompt -> target pairs
@@ -139,8 +139,8 @@ def _source_ids(spec, vocab, gets_pauses: bool) -> np.ndarray:
       # pylint: disable-next=protected-access
       source = sources_lib._procedural_source(spec.name, o, "train")
     else:
-      source = tfds_builders.TfdsRecords(o["name"], o["split"], data_dir=o["data_dir"],
-                                         layout="procedural", key=spec.key)
+      source = tfds_records.TfdsRecords(o["name"], o["split"], data_dir=o["data_dir"],
+                                        layout="procedural", key=spec.key)
     ids = [np.asarray(vocab.procedural_id(np.arange(source.num_symbols)), np.int64)]
   elif kind in ("text", "jsonl", "array_record", "tfds", "math", "thoughts") or generator:
     ids = [_text_ids(vocab), np.asarray([vocab.bos_id, vocab.eos_id])]
@@ -164,17 +164,13 @@ def trained_rows(source_config: Mapping[str, Any], step: int | None = None) -> n
   latent-thought tokens for thought layouts), `<pause>` where pauses were inserted. Padding is
   not trained (it sits in segment 0, which nothing attends to, and carries no loss).
   """
-  # pylint: disable=import-outside-toplevel
-  from ponder_jax.data import pipeline
-  from ponder_jax.data.vocab import load_vocabulary
   data = pipeline.validate_data_config(source_config["data"])
   init = source_config.get("init", {}) or {}
   if init.get("from_hf"):
-    from ponder_jax.convert.tokenizer import load_hf_vocabulary
     procedural = any(s.kind == "procedural" for s in data.sources.values())
-    vocab = load_hf_vocabulary(init["from_hf"], num_procedural=256 if procedural else 0)
+    vocab = vocab_lib.load_hf_vocabulary(init["from_hf"], num_procedural=256 if procedural else 0)
   else:
-    vocab = load_vocabulary(data.vocab)
+    vocab = vocab_lib.load_vocabulary(data.vocab)
   used: set[str] = set()
   for index, start, _ in data.schedule():
     if step is None or start < step or start == 0:
@@ -187,10 +183,7 @@ def trained_rows(source_config: Mapping[str, Any], step: int | None = None) -> n
 
 def load_source_config(path: str) -> tuple[dict[str, Any], int | None]:
   """(resolved config, step) stored with the newest trainer checkpoint under `path`."""
-  # pylint: disable=import-outside-toplevel
-  import orbax.checkpoint as ocp
-  from ponder_jax.train.checkpoint import resolve_checkpoint_dir
-  step_dir = resolve_checkpoint_dir(path)
+  step_dir = ckpt_lib.resolve_checkpoint_dir(path)
   config_dir = os.path.join(step_dir, "config")
   if not os.path.isdir(config_dir):
     raise FileNotFoundError(f"{config_dir}: missing")
@@ -312,7 +305,6 @@ def _describe(rows: np.ndarray) -> str:
 def init_from_checkpoint(fresh, init_config: Mapping[str, Any]):
   """`fresh` with the components of the `init` section's from_checkpoint taken over; logs what
   came from where, so a run's log says how it was initialised."""
-  from ponder_jax.train import checkpoint as ckpt_lib  # pylint: disable=import-outside-toplevel
   path = init_config["from_checkpoint"]
   chosen = expand_components(init_config["components"])
   strategy = init_config["embeddings"]
