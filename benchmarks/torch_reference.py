@@ -22,7 +22,7 @@ def neox_config(cfg: ModelConfig, attn_implementation: str = "sdpa") -> GPTNeoXC
   assert cfg.family == "neox", "the PyTorch baseline is GPT-NeoX only"
   config = GPTNeoXConfig(
       vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, num_hidden_layers=cfg.n_layers,
-      num_attention_heads=cfg.n_heads, intermediate_size=cfg.ff_size, hidden_act="gelu",
+      num_attention_heads=cfg.n_heads, intermediate_size=cfg.d_ff, hidden_act="gelu",
       max_position_embeddings=cfg.max_len, layer_norm_eps=cfg.norm_eps,
       initializer_range=cfg.init_std or 0.02, tie_word_embeddings=cfg.tie_embeddings,
       use_parallel_residual=True, attention_dropout=0.0, hidden_dropout=0.0,

@@ -34,7 +34,7 @@ def count_params(params) -> int:
 
 def analytic_param_count(cfg: ModelConfig) -> int:
   """The parameter count `Transformer(cfg).init` produces, without building it."""
-  d, h, g, k, f, v = (cfg.d_model, cfg.n_heads, cfg.kv_heads, cfg.head_size, cfg.ff_size,
+  d, h, g, k, f, v = (cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.d_ff,
                       cfg.vocab_size)
   bias = cfg.family != "llama"
   norm = d if cfg.family == "llama" else 2 * d
@@ -51,7 +51,7 @@ def analytic_param_count(cfg: ModelConfig) -> int:
 
 def forward_flops_per_token(cfg: ModelConfig, seq_len: int, ponder_steps: int = 0) -> float:
   """Matmul FLOPs of one forward per token, pondering included (see module docstring)."""
-  d, h, g, k, f, v = (cfg.d_model, cfg.n_heads, cfg.kv_heads, cfg.head_size, cfg.ff_size,
+  d, h, g, k, f, v = (cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.d_ff,
                       cfg.vocab_size)
   projections = 2 * d * (h * k + 2 * g * k) + 2 * h * k * d
   attention = 0.5 * (2 * 2 * seq_len * h * k)

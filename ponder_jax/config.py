@@ -15,22 +15,51 @@ from typing import Any, Mapping
 
 from ponder_jax.validation import ConfigError, check, from_mapping
 
-__all__ = ["ATTENTION_IMPLS", "DTYPES", "FAMILIES", "REMAT_POLICIES", "ConfigError", "ModelConfig",
-           "PonderConfig"]
+__all__ = ["ATTENTION_IMPLS", "DTYPES", "FAMILIES", "FEATURES", "MLPS", "NORMS", "REMAT_POLICIES",
+           "ConfigError", "FamilyFeatures", "ModelConfig", "PonderConfig"]
 
-FAMILIES = ("gpt2", "neox", "llama")
 ATTENTION_IMPLS = ("auto", "einsum", "xla", "cudnn")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 DTYPES = ("float32", "bfloat16", "float16")
+NORMS = ("layernorm", "rmsnorm")
+MLPS = ("gelu", "gelu_tanh", "swiglu")
+
+
+@dataclasses.dataclass(frozen=True)
+class FamilyFeatures:
+  """What the blocks of a model family are made of. The model, its parameter count and its
+  validation read these, never the family's name, so a new family is one `FEATURES` entry."""
+  bias: bool  # every projection has a bias
+  norm: str  # NORMS: LayerNorm (scale and bias) or RMSNorm (scale only)
+  mlp: str  # MLPS: GELU (erf), GELU (tanh approximation), or SwiGLU (gate and up projections)
+  parallel_residual: bool  # attention and MLP both read the block's input (GPT-NeoX)
+  rotary_fraction: float | None  # of each head's dims rotated by RoPE; None: model.rotary_pct
+  learned_positions: bool  # a [max_len, D] position table added to the token embeddings
+  grouped_query: bool  # model.n_kv_heads may be fewer than model.n_heads
+
+
+FEATURES = {
+    "gpt2": FamilyFeatures(bias=True, norm="layernorm", mlp="gelu_tanh", parallel_residual=False,
+                           rotary_fraction=0.0, learned_positions=True, grouped_query=False),
+    "neox": FamilyFeatures(bias=True, norm="layernorm", mlp="gelu", parallel_residual=True,
+                           rotary_fraction=None, learned_positions=False, grouped_query=False),
+    "llama": FamilyFeatures(bias=False, norm="rmsnorm", mlp="swiglu", parallel_residual=False,
+                            rotary_fraction=1.0, learned_positions=False, grouped_query=True),
+}
+FAMILIES = tuple(FEATURES)
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-  """Architecture of the decoder. `family` fixes the block structure.
+  """Architecture of the decoder. `family` fixes the block structure (`FEATURES`):
 
   gpt2:  learned positions, LayerNorm, GELU (tanh), biases, sequential residual.
   neox:  rotary on `rotary_pct` of each head, LayerNorm, GELU (erf), biases, parallel residual.
   llama: rotary on all head dims, RMSNorm, SwiGLU, no biases, grouped-query attention.
+
+  `n_kv_heads`, `head_dim` and `d_ff` may be 0 in a config, for the family's default; the
+  validated config (`from_config`, `validated`) holds the sizes the model has, so the model and
+  every other reader take them as they are.
   """
   family: str = "neox"
   vocab_size: int = 8192
@@ -39,9 +68,9 @@ class ModelConfig:
   n_heads: int = 4
   n_kv_heads: int = 0  # 0: same as n_heads (multi-head attention)
   head_dim: int = 0  # 0: d_model // n_heads
-  d_ff: int = 0  # 0: 4 * d_model (gpt2, neox); SwiGLU's 8/3 * d_model rounded up to 256 (llama)
+  d_ff: int = 0  # 0: 4 * d_model (GELU); SwiGLU's 8/3 * d_model rounded up to 256
   max_len: int = 2048  # learned-position table size (gpt2); an upper bound elsewhere
-  rotary_pct: float = 0.25  # neox only; llama always rotates every head dim
+  rotary_pct: float = 0.25  # where the family takes it from the config (neox); llama rotates all
   rope_theta: float = 10000.0
   norm_eps: float = 1e-5
   tie_embeddings: bool = False
@@ -55,32 +84,20 @@ class ModelConfig:
   def from_config(cls, section: Mapping[str, Any] | None) -> "ModelConfig":
     return from_mapping(cls, section, "model").validated()
 
-  # Derived sizes -------------------------------------------------------------------------
   @property
-  def kv_heads(self) -> int:
-    return self.n_kv_heads or self.n_heads
-
-  @property
-  def head_size(self) -> int:
-    return self.head_dim or self.d_model // self.n_heads
-
-  @property
-  def ff_size(self) -> int:
-    if self.d_ff:
-      return self.d_ff
-    if self.family == "llama":
-      return 256 * math.ceil(int(8 * self.d_model / 3) / 256)
-    return 4 * self.d_model
+  def features(self) -> FamilyFeatures:
+    return FEATURES[self.family]
 
   @property
   def rotary_dim(self) -> int:
-    if self.family == "gpt2":
-      return 0
-    pct = 1.0 if self.family == "llama" else self.rotary_pct
-    return int(self.head_size * pct)
+    """Dims of each head that RoPE rotates (0: none)."""
+    fraction = self.features.rotary_fraction
+    return int(self.head_dim * (self.rotary_pct if fraction is None else fraction))
 
   def validated(self) -> "ModelConfig":
-    check(self.family in FAMILIES, "model.family", self.family, f"must be one of {FAMILIES}")
+    """This config checked, with 0 sizes (n_kv_heads, head_dim, d_ff) replaced by their
+    defaults; raises ConfigError naming the first bad key."""
+    check(self.family in FEATURES, "model.family", self.family, f"must be one of {FAMILIES}")
     for key in ("vocab_size", "d_model", "n_layers", "n_heads", "max_len"):
       value = getattr(self, key)
       check(isinstance(value, int) and value > 0, f"model.{key}", value,
@@ -92,14 +109,23 @@ class ModelConfig:
     if not self.head_dim:
       check(self.d_model % self.n_heads == 0, "model.n_heads", self.n_heads,
             f"must divide model.d_model = {self.d_model}")
-    check(self.n_heads % self.kv_heads == 0, "model.n_kv_heads", self.n_kv_heads,
+    features = self.features
+    if features.mlp == "swiglu":  # LLaMA's 2/3 of 4 * d_model, to keep the MLP's size
+      default_d_ff = 256 * math.ceil(int(8 * self.d_model / 3) / 256)
+    else:
+      default_d_ff = 4 * self.d_model
+    cfg = dataclasses.replace(self, n_kv_heads=self.n_kv_heads or self.n_heads,
+                              head_dim=self.head_dim or self.d_model // self.n_heads,
+                              d_ff=self.d_ff or default_d_ff)
+    check(cfg.n_heads % cfg.n_kv_heads == 0, "model.n_kv_heads", self.n_kv_heads,
           f"must divide model.n_heads = {self.n_heads}")
-    check(self.family == "llama" or self.kv_heads == self.n_heads, "model.n_kv_heads",
-          self.n_kv_heads, f"grouped-query attention is a llama feature, not {self.family}")
+    grouped = [name for name, f in FEATURES.items() if f.grouped_query]
+    check(features.grouped_query or cfg.n_kv_heads == cfg.n_heads, "model.n_kv_heads",
+          self.n_kv_heads, f"grouped-query attention is a feature of {grouped}, not {self.family}")
     check(0.0 <= self.rotary_pct <= 1.0, "model.rotary_pct", self.rotary_pct,
           "must lie in [0, 1]")
-    check(self.rotary_dim % 2 == 0, "model.rotary_pct", self.rotary_pct,
-          f"gives an odd rotary dimension {self.rotary_dim} of head size {self.head_size}")
+    check(cfg.rotary_dim % 2 == 0, "model.rotary_pct", self.rotary_pct,
+          f"gives an odd rotary dimension {cfg.rotary_dim} of head size {cfg.head_dim}")
     check(self.rope_theta > 0, "model.rope_theta", self.rope_theta, "must be positive")
     check(self.norm_eps > 0, "model.norm_eps", self.norm_eps, "must be positive")
     check(self.init_std >= 0, "model.init_std", self.init_std, "must be >= 0")
@@ -108,7 +134,7 @@ class ModelConfig:
           f"must be one of {REMAT_POLICIES}")
     check(self.attention in ATTENTION_IMPLS, "model.attention", self.attention,
           f"must be one of {ATTENTION_IMPLS}")
-    return self
+    return cfg
 
 
 @dataclasses.dataclass(frozen=True)

@@ -87,20 +87,13 @@ def _rope(hf: Mapping[str, Any], where: str, legacy_theta_key: str) -> tuple[flo
 
 
 def _model_config(where: str, **fields) -> ModelConfig:
-  """The ModelConfig of `fields`, with sizes that equal their defaults stored as the default
-  (0), so that exporting a ModelConfig and importing it gives the same ModelConfig back."""
+  """The validated ModelConfig of `fields`; an error names the Hugging Face config too. Sizes
+  left at 0 (the default) and sizes given explicitly validate to the same config, so exporting a
+  ModelConfig and importing it gives the same ModelConfig back."""
   try:
-    cfg = ModelConfig(**fields).validated()
+    return ModelConfig(**fields).validated()
   except ConfigError as e:
     raise ConfigError(f"{where} -> {e.key}", e.value, str(e)) from e
-  defaults = dict(d_ff=0, head_dim=0, n_kv_heads=0)
-  implied = dataclasses.replace(cfg, **defaults)
-  same = {key: 0 for key, derived in (("d_ff", "ff_size"), ("head_dim", "head_size"),
-                                       ("n_kv_heads", "kv_heads"))
-          if getattr(cfg, key) and getattr(implied, derived) == getattr(cfg, derived)}
-  if cfg.d_model % cfg.n_heads:
-    same.pop("head_dim", None)  # the default needs n_heads to divide d_model
-  return dataclasses.replace(cfg, **same)
 
 
 class Family(abc.ABC):
@@ -111,6 +104,7 @@ class Family(abc.ABC):
   embed_name: str
   head_name: str
   ignored: re.Pattern | None = None  # buffers, not weights: never needed, never reported
+  any_head_dim: bool = False  # config.json sets head_dim (else it is hidden size / heads)
 
   @abc.abstractmethod
   def model_config(self, hf: Mapping[str, Any], where: str) -> ModelConfig:
@@ -192,8 +186,10 @@ class Gpt2(Family):
         init_std=float(_get(hf, where, "initializer_range", 0.02)))
 
   def hf_config(self, cfg):
+    # null n_inner is 4 * n_embd, as transformers writes it for a default-sized MLP.
+    inner = None if cfg.d_ff == 4 * cfg.d_model else cfg.d_ff
     return dict(vocab_size=cfg.vocab_size, n_positions=cfg.max_len, n_embd=cfg.d_model,
-                n_layer=cfg.n_layers, n_head=cfg.n_heads, n_inner=cfg.d_ff or None,
+                n_layer=cfg.n_layers, n_head=cfg.n_heads, n_inner=inner,
                 activation_function="gelu_new", layer_norm_epsilon=cfg.norm_eps,
                 initializer_range=cfg.init_std, scale_attn_weights=True,
                 scale_attn_by_inverse_layer_idx=False, tie_word_embeddings=cfg.tie_embeddings)
@@ -208,7 +204,7 @@ class Gpt2(Family):
     }
 
   def layer_plans(self, cfg):
-    d, h, k, f = cfg.d_model, cfg.n_heads, cfg.head_size, cfg.ff_size
+    d, h, k, f = cfg.d_model, cfg.n_heads, cfg.head_dim, cfg.d_ff
     t = "transformer.h.{i}."
     return {
         "layers/attention_norm/scale": _layer(t + "ln_1.weight", _same, (d,)),
@@ -283,7 +279,7 @@ class NeoX(Family):
   def hf_config(self, cfg):
     return dict(vocab_size=cfg.vocab_size, hidden_size=cfg.d_model,
                 num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
-                intermediate_size=cfg.ff_size, hidden_act="gelu",
+                intermediate_size=cfg.d_ff, hidden_act="gelu",
                 max_position_embeddings=cfg.max_len, layer_norm_eps=cfg.norm_eps,
                 use_parallel_residual=True, attention_bias=True,
                 initializer_range=cfg.init_std, tie_word_embeddings=cfg.tie_embeddings,
@@ -301,7 +297,7 @@ class NeoX(Family):
     }
 
   def layer_plans(self, cfg):
-    d, h, k, f = cfg.d_model, cfg.n_heads, cfg.head_size, cfg.ff_size
+    d, h, k, f = cfg.d_model, cfg.n_heads, cfg.head_dim, cfg.d_ff
     t = "gpt_neox.layers.{i}."
     qkv = t + "attention.query_key_value."
     return {
@@ -330,7 +326,7 @@ class NeoX(Family):
     }
 
   def export_layer(self, cfg, layer, i):
-    d, h, k = cfg.d_model, cfg.n_heads, cfg.head_size
+    d, h, k = cfg.d_model, cfg.n_heads, cfg.head_dim
     t = f"gpt_neox.layers.{i}."
     a = "layers/attention/"
     q_HxKxD = layer[a + "query/kernel"].transpose(1, 2, 0)
@@ -358,6 +354,7 @@ class Llama(Family):
   family, model_type, architecture = "llama", "llama", "LlamaForCausalLM"
   embed_name, head_name = "model.embed_tokens.weight", "lm_head.weight"
   ignored = re.compile(r"rotary_emb\.inv_freq$")
+  any_head_dim = True
 
   def model_config(self, hf, where):
     _require(hf, where, "hidden_act", ("silu",), "silu")
@@ -378,9 +375,9 @@ class Llama(Family):
 
   def hf_config(self, cfg):
     return dict(vocab_size=cfg.vocab_size, hidden_size=cfg.d_model,
-                intermediate_size=cfg.ff_size, num_hidden_layers=cfg.n_layers,
-                num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.kv_heads,
-                head_dim=cfg.head_size, hidden_act="silu", max_position_embeddings=cfg.max_len,
+                intermediate_size=cfg.d_ff, num_hidden_layers=cfg.n_layers,
+                num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_kv_heads,
+                head_dim=cfg.head_dim, hidden_act="silu", max_position_embeddings=cfg.max_len,
                 rms_norm_eps=cfg.norm_eps, initializer_range=cfg.init_std,
                 tie_word_embeddings=cfg.tie_embeddings, attention_bias=False, mlp_bias=False,
                 rope_theta=cfg.rope_theta,
@@ -394,7 +391,7 @@ class Llama(Family):
     }
 
   def layer_plans(self, cfg):
-    d, h, g, k, f = cfg.d_model, cfg.n_heads, cfg.kv_heads, cfg.head_size, cfg.ff_size
+    d, h, g, k, f = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.d_ff
     t = "model.layers.{i}."
     kv_names = (t + "self_attn.k_proj.weight", t + "self_attn.v_proj.weight")
     gate_up_names = (t + "mlp.gate_proj.weight", t + "mlp.up_proj.weight")
@@ -414,7 +411,7 @@ class Llama(Family):
     }
 
   def export_layer(self, cfg, layer, i):
-    d, h, g, k = cfg.d_model, cfg.n_heads, cfg.kv_heads, cfg.head_size
+    d, h, g, k = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
     t = f"model.layers.{i}."
     kv_Dx2xGxK = layer["layers/attention/key_value/kernel"]
     gate_up_Dx2xF = layer["layers/mlp/gate_up/kernel"]

@@ -403,7 +403,7 @@ def export_hf(cfg: ModelConfig, params, out_dir: str | os.PathLike, *,
   """
   from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
   family = BY_FAMILY[cfg.family]
-  if cfg.family != "llama" and cfg.head_size * cfg.n_heads != cfg.d_model:
+  if not family.any_head_dim and cfg.head_dim * cfg.n_heads != cfg.d_model:
     raise ConfigError("model.head_dim", cfg.head_dim,
                       f"Hugging Face {family.model_type} needs head_dim * n_heads == d_model")
   ponder = PonderConfig() if ponder is None else ponder.validated(cfg.vocab_size)

@@ -46,7 +46,7 @@ class KVCache:
     """Zeros for `passes` passes of batch len(offsets) and `max_len` slots, in the compute dtype
     (the attention casts keys and values to it anyway, so nothing is lost)."""
     cfg = model.cfg
-    shape = (passes, cfg.n_layers, offsets_B.shape[0], max_len, cfg.kv_heads, cfg.head_size)
+    shape = (passes, cfg.n_layers, offsets_B.shape[0], max_len, cfg.n_kv_heads, cfg.head_dim)
     zeros = lambda: nn.with_logical_constraint(jnp.zeros(shape, jnp.dtype(cfg.dtype)), CACHE_AXES)
     return cls(k=zeros(), v=zeros(), offsets=offsets_B.astype(jnp.int32),
                length=jnp.zeros((), jnp.int32))

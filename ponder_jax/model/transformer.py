@@ -1,5 +1,8 @@
 """The decoder: GPT-2, GPT-NeoX (Pythia) and LLaMA blocks behind one config.
 
+The blocks read the family's features (`cfg.features`, config.py: biases, norm, MLP, residual
+layout, rotary fraction, learned positions), never its name.
+
 `Transformer` is a Flax linen module applied functionally. Its methods split the forward pass
 at the seams pondering needs (model/ponder.py): `embed` (token ids -> E0), `hidden` (input
 embeddings -> final-norm hidden states, one full causal pass) and `logits` (-> fp32 logits),
@@ -45,8 +48,8 @@ class Attention(nn.Module):
   @nn.compact
   def __call__(self, x_BxLxD, mask_Bx1xLxL, rope, kv=None):
     cfg = self.cfg
-    d, h, g, k = cfg.d_model, cfg.n_heads, cfg.kv_heads, cfg.head_size
-    dense = functools.partial(Dense, use_bias=cfg.family != "llama", dtype=cfg.dtype)
+    d, h, g, k = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+    dense = functools.partial(Dense, use_bias=cfg.features.bias, dtype=cfg.dtype)
     std = init_std(cfg)
     q_BxLxHxK = dense((d,), (h, k), ("embed",), ("heads", "kv"), std=std, name="query")(x_BxLxD)
     kv_BxLx2xGxK = dense((d,), (2, g, k), ("embed",), (None, "kv_heads", "kv"), std=std,
@@ -82,23 +85,23 @@ class Mlp(nn.Module):
   @nn.compact
   def __call__(self, x_BxLxD):
     cfg = self.cfg
-    d, f = cfg.d_model, cfg.ff_size
-    dense = functools.partial(Dense, use_bias=cfg.family != "llama", dtype=cfg.dtype)
+    d, f, kind = cfg.d_model, cfg.d_ff, cfg.features.mlp
+    dense = functools.partial(Dense, use_bias=cfg.features.bias, dtype=cfg.dtype)
     std = init_std(cfg)
-    if cfg.family == "llama":  # SwiGLU: gate and up projections in one matmul
+    if kind == "swiglu":  # gate and up projections in one matmul
       gate_up_BxLx2xF = dense((d,), (2, f), ("embed",), (None, "mlp"), std=std,
                               name="gate_up")(x_BxLxD)
       h_BxLxF = jax.nn.silu(gate_up_BxLx2xF[:, :, 0]) * gate_up_BxLx2xF[:, :, 1]
     else:
       h_BxLxF = dense((d,), (f,), ("embed",), ("mlp",), std=std, name="up")(x_BxLxD)
-      h_BxLxF = jax.nn.gelu(h_BxLxF, approximate=cfg.family == "gpt2")
+      h_BxLxF = jax.nn.gelu(h_BxLxF, approximate=kind == "gelu_tanh")
     h_BxLxF = nn.with_logical_constraint(h_BxLxF, ("activation_batch", "activation_length",
                                                    "activation_mlp"))
     return dense((f,), (d,), ("mlp",), ("embed",), std=self.out_std, name="down")(h_BxLxF)
 
 
 class Block(nn.Module):
-  """Pre-norm block; GPT-NeoX adds attention and MLP in parallel to the same residual."""
+  """Pre-norm block; with a parallel residual (GPT-NeoX) attention and MLP both read x."""
   cfg: ModelConfig
   out_std: float
 
@@ -106,13 +109,12 @@ class Block(nn.Module):
   def __call__(self, x_BxLxD, mask_Bx1xLxL, rope, kv=None):
     """x [B, L, D] -> x; with a KV cache `kv` (see Attention) -> (x, updated caches)."""
     cfg = self.cfg
-    norm = functools.partial(Norm, "rmsnorm" if cfg.family == "llama" else "layernorm",
-                             cfg.norm_eps)
+    norm = functools.partial(Norm, cfg.features.norm, cfg.norm_eps)
     mlp = Mlp(cfg, self.out_std, name="mlp")
     attended = Attention(cfg, self.out_std, name="attention")(
         norm(name="attention_norm")(x_BxLxD), mask_Bx1xLxL, rope, kv)
     attn_BxLxD, kv = attended if kv is not None else (attended, None)
-    if cfg.family == "neox":
+    if cfg.features.parallel_residual:
       x_BxLxD = x_BxLxD + attn_BxLxD + mlp(norm(name="mlp_norm")(x_BxLxD))
     else:
       x_BxLxD = x_BxLxD + attn_BxLxD
@@ -139,12 +141,12 @@ class Transformer(nn.Module):
     self.token_embed = self.param(
         "token_embed", nn.with_logical_partitioning(truncated_normal(std), ("vocab", "embed")),
         (cfg.vocab_size, cfg.d_model), jnp.float32)
-    if cfg.family == "gpt2":
+    if cfg.features.learned_positions:
       self.position_embed = self.param(
           "position_embed", nn.with_logical_partitioning(truncated_normal(std), (None, "embed")),
           (cfg.max_len, cfg.d_model), jnp.float32)
     self.layers = self.param("layers", self._init_layers)
-    self.final_norm = Norm("rmsnorm" if cfg.family == "llama" else "layernorm", cfg.norm_eps)
+    self.final_norm = Norm(cfg.features.norm, cfg.norm_eps)
     if not cfg.tie_embeddings:
       self.lm_head = self.param(
           "lm_head", nn.with_logical_partitioning(truncated_normal(std), ("embed", "vocab")),
@@ -184,7 +186,7 @@ class Transformer(nn.Module):
     batch, length = x_BxLxD.shape[:2]
     if positions_BxL is None:
       positions_BxL = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
-    if cfg.family == "gpt2":
+    if cfg.features.learned_positions:
       x_BxLxD = x_BxLxD + jnp.take(self.position_embed, positions_BxL, axis=0)
     mask_Bx1xLxL = attn_lib.attention_mask(segment_ids_BxL, length)
     rope = self._rope(positions_BxL)
@@ -210,7 +212,7 @@ class Transformer(nn.Module):
     writes their keys and values into pass `pass_index` of the stacked caches
     [P, layers, B, T, G, K] and attends over the cache row. Returns (hidden, cache_k, cache_v)."""
     cfg = self.cfg
-    if cfg.family == "gpt2":
+    if cfg.features.learned_positions:
       x_BxLxD = x_BxLxD + jnp.take(self.position_embed, positions_BxL, axis=0)
     rope = self._rope(positions_BxL)
     block = self._block()
