@@ -78,7 +78,7 @@ def main(argv=None) -> None:
   def recompute(steps: int):
     ponder_cfg = PonderConfig(steps=steps)
     forward = jax.jit(lambda p, t: ponder_lib.forward(model, p, t, ponder=ponder_cfg,
-                                                      steps=steps))
+                                                      ponder_steps=steps))
 
     def run():
       tokens = np.zeros((args.batch, args.context + args.new), np.int32)

@@ -10,7 +10,7 @@ A config file may define `get_sweep()` next to `get_config()`, returning a list 
 
   values(key, [a, b])      [{key: a}, {key: b}]
   product(s1, s2, ...)     every combination (keys must differ)
-  zip(s1, s2, ...)         the i-th of each, merged (equal lengths)
+  zipped(s1, s2, ...)      the i-th of each, merged (equal lengths)
   chain(s1, s2, ...)       one after the other
 
 `ponder-sweep --config=configs/sweeps/X.py --workdir=DIR [--parallel=N] [--emit=tpu|local]
@@ -30,7 +30,6 @@ Not here: the training itself (cli.py / trainer.py) and the launchers (launch/).
 
 from __future__ import annotations
 
-import builtins
 import csv
 import dataclasses
 import difflib
@@ -100,13 +99,14 @@ def product(*sweeps) -> list[Override]:
   return out
 
 
-def zip(*sweeps) -> list[Override]:  # pylint: disable=redefined-builtin
+def zipped(*sweeps) -> list[Override]:
   """The i-th entries of every sweep merged; all sweeps must have the same length."""
   lists = [_as_sweep(s) for s in sweeps]
   lengths = {len(s) for s in lists}
   if len(lengths) > 1:
-    raise SweepError(f"zip needs sweeps of equal length, got lengths {[len(s) for s in lists]}")
-  return [_merge(parts) for parts in builtins.zip(*lists)]
+    raise SweepError(f"zipped needs sweeps of equal length, got lengths "
+                     f"{[len(s) for s in lists]}")
+  return [_merge(parts) for parts in zip(*lists)]
 
 
 def chain(*sweeps) -> list[Override]:
@@ -206,11 +206,11 @@ def run_names(runs: Sequence[Override]) -> list[str]:
     names.append(name)
   canonical = [json.dumps(sorted(run.items()), default=repr) for run in runs]
   if len(set(canonical)) < len(canonical):
-    twice = next(run for run, c in builtins.zip(runs, canonical) if canonical.count(c) > 1)
+    twice = next(run for run, c in zip(runs, canonical) if canonical.count(c) > 1)
     raise SweepError(f"the sweep contains the same overrides twice: {twice}")
   # Different overrides that slug alike (e.g. 'a/b' and 'a-b'): a digest tells them apart.
   return [name + "~" + _digest(run) if names.count(name) > 1 else name
-          for name, run in builtins.zip(names, runs)]
+          for name, run in zip(names, runs)]
 
 
 # Planning and checking ---------------------------------------------------------------------
@@ -230,7 +230,7 @@ def plan(config: str, workdir: str, runs: Sequence[Override],
   """One Run per override set; `base` overrides (from --config.x=v) apply to every run."""
   base = dict(base or {})
   out = []
-  for name, overrides in builtins.zip(run_names(runs), runs):
+  for name, overrides in zip(run_names(runs), runs):
     both = sorted(set(base) & set(overrides))
     if both:
       raise SweepError(f"config key '{both[0]}' is set both on the command line and by the "
@@ -397,7 +397,7 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
     return "-" if v is None else str(v)
   table = [columns] + [[cell(row.get(c)) for c in columns] for row in rows]
   widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
-  lines = ["  ".join(text.ljust(w) for text, w in builtins.zip(line, widths)).rstrip()
+  lines = ["  ".join(text.ljust(w) for text, w in zip(line, widths)).rstrip()
            for line in table]
   lines.insert(1, "  ".join("-" * w for w in widths))
   return "\n".join(lines)
@@ -429,7 +429,7 @@ def _plot(path: str, rows: Sequence[Mapping[str, Any]], results: Sequence[Result
   for result in results:
     points = [(r["step"], r["loss"]) for r in read_metrics(result.run.workdir) if "loss" in r]
     if points:
-      curves.plot(*builtins.zip(*points), label=result.run.name, linewidth=1)
+      curves.plot(*zip(*points), label=result.run.name, linewidth=1)
   curves.set_xlabel("step")
   curves.set_ylabel("train loss (nats/token)")
   curves.grid(alpha=0.3)

@@ -21,7 +21,7 @@ PROMPTS = [[5, 17, 33, 8, 41, 9, 12], [22, 7], [60, 61, 62, 63, 64, 65, 66, 67, 
 def full_recompute_logits(model, params, ponder_cfg, steps, sequence):
   tokens = jnp.asarray([sequence], jnp.int32)
   return np.asarray(jax.jit(lambda p, t: ponder.forward(model, p, t, ponder=ponder_cfg,
-                                                        steps=steps))(params, tokens))[0]
+                                                        ponder_steps=steps))(params, tokens))[0]
 
 
 @pytest.mark.parametrize("family, steps, options", [

@@ -89,7 +89,7 @@ def test_random_steps_match_fixed_steps():
   model, params = init_params(tiny_config("neox"), ponder_passes=4)
   tokens = random_tokens((2, 8), model.cfg.vocab_size)
   ranged = PonderConfig(steps=1, steps_max=3, multiply_initial=True)
-  run = jax.jit(lambda p, t, s: ponder.forward(model, p, t, ponder=ranged, steps=s))
+  run = jax.jit(lambda p, t, s: ponder.forward(model, p, t, ponder=ranged, ponder_steps=s))
   for s in (1, 2, 3):
     fixed = jax.jit(lambda p, t: ponder.forward(
         model, p, t, ponder=PonderConfig(steps=s, multiply_initial=True)))(params, tokens)
@@ -148,7 +148,7 @@ def test_fixed_and_drawn_zero_steps_are_one_model(options):
   fixed = jax.jit(lambda p, t: ponder.forward(model, p, t, ponder=PonderConfig(
       steps=0, **options)))(params, tokens)
   drawn = jax.jit(lambda p, t, s: ponder.forward(model, p, t, ponder=PonderConfig(
-      steps=0, steps_max=2, **options), steps=s))(params, tokens, jnp.asarray(0))
+      steps=0, steps_max=2, **options), ponder_steps=s))(params, tokens, jnp.asarray(0))
   np.testing.assert_allclose(fixed, drawn, atol=1e-6, rtol=1e-6)
   # At s = 0 multiply_initial multiplies by max(s, 1) = 1: only the sqrt(d) scale remains.
   want = jax.jit(lambda p, t: unrolled_forward(model, p, t, steps=0, scale_embeds=True))(

@@ -43,14 +43,15 @@ def _run_sweep(args, timeout=300):
 
 
 # Combinators and names ----------------------------------------------------------------------
-def test_product_zip_chain():
+def test_product_zipped_chain():
   steps = sweep.values("ponder.steps", [0, 1, 3])
   pause = sweep.values("data.pause.ratio", [0.0, 0.1])
   grid = sweep.product(steps, pause)
   assert len(grid) == 6
   assert grid[0] == {"ponder.steps": 0, "data.pause.ratio": 0.0}
   assert grid[1] == {"ponder.steps": 0, "data.pause.ratio": 0.1}  # the last varies fastest
-  paired = sweep.zip(sweep.values("optim.lr", [1e-3, 3e-4]), sweep.values("train.seed", [1, 2]))
+  paired = sweep.zipped(sweep.values("optim.lr", [1e-3, 3e-4]),
+                        sweep.values("train.seed", [1, 2]))
   assert paired == [{"optim.lr": 1e-3, "train.seed": 1}, {"optim.lr": 3e-4, "train.seed": 2}]
   assert sweep.chain(steps, {"ponder.steps": 7}) == steps + [{"ponder.steps": 7}]
   assert sweep.product() == [{}]
@@ -60,7 +61,7 @@ def test_combinator_errors():
   with pytest.raises(sweep.SweepError, match="'ponder.steps' is set by two combined sweeps"):
     sweep.product(sweep.values("ponder.steps", [0]), sweep.values("ponder.steps", [1]))
   with pytest.raises(sweep.SweepError, match=r"equal length, got lengths \[2, 1\]"):
-    sweep.zip(sweep.values("a", [1, 2]), sweep.values("b", [1]))
+    sweep.zipped(sweep.values("a", [1, 2]), sweep.values("b", [1]))
   with pytest.raises(sweep.SweepError, match="at least one value"):
     sweep.values("a", [])
 

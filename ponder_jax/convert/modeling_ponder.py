@@ -89,16 +89,16 @@ class _Ponder:
     if token_type_ids is not None and bool(token_type_ids.any()):
       raise ValueError("token_type_ids: the pondering model was trained without them")
     settings = ponder_settings(self.config)
-    steps = settings["ponder_steps"]
+    ponder_steps = settings["ponder_steps"]
     table = self.get_input_embeddings().weight
     e0 = table[input_ids] if inputs_embeds is None else inputs_embeds
-    if steps == 0 and not settings["ponder_scale_embeds"]:
+    if ponder_steps == 0 and not settings["ponder_scale_embeds"]:
       cur = e0
     else:
       scale = math.sqrt(self.config.hidden_size) if settings["ponder_scale_embeds"] else 1.0
       e0 = e0 * scale
-      cur = max(steps, 1) * e0 if settings["ponder_multiply_initial"] else e0
-      for _ in range(steps):
+      cur = max(ponder_steps, 1) * e0 if settings["ponder_multiply_initial"] else e0
+      for _ in range(ponder_steps):
         probs = mixture_probs(self._one_pass(cur, attention_mask, position_ids, kwargs),
                               settings["ponder_top_k"])
         cur = cur + torch.matmul(probs.to(table.dtype), table * scale)

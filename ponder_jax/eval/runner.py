@@ -333,7 +333,7 @@ class _Runner:
           data, vocab, global_batch_size=model.eval_batch_size,
           num_batches=model.eval_batches)
     fn = engine.jitted("eval_loss_sums", functools.partial(
-        trainer.forward_sums, engine.model, engine.ponder, engine.steps, vocab.pause_id))
+        trainer.forward_sums, engine.model, engine.ponder, engine.ponder_steps, vocab.pause_id))
     text_V = _text_ids(vocab)
     loss = tokens = 0.0
     num_bytes = 0

@@ -66,13 +66,14 @@ class KVCache:
 
 
 def extend(model: Transformer, params: Any, cache: KVCache, tokens_BxL: jax.Array, *,
-           ponder: PonderConfig, steps: int) -> tuple[jax.Array, KVCache]:
+           ponder: PonderConfig, ponder_steps: int) -> tuple[jax.Array, KVCache]:
   """fp32 logits [B, L, V] of the last pass for L new tokens per row, and the cache with their
   keys and values written into every pass. The same math as `ponder.forward` on the whole
-  sequence, restricted to the new positions; `steps` (s) must be static: the cache holds s + 1
-  passes."""
-  if cache.k.shape[0] != steps + 1:
-    raise ValueError(f"the cache holds {cache.k.shape[0]} passes, s = {steps} needs {steps + 1}")
+  sequence, restricted to the new positions; `ponder_steps` (s) must be static: the cache holds
+  s + 1 passes."""
+  if cache.k.shape[0] != ponder_steps + 1:
+    raise ValueError(f"the cache holds {cache.k.shape[0]} passes, s = {ponder_steps} needs "
+                     f"{ponder_steps + 1}")
   apply = lambda *args, method: model.apply({"params": params}, *args, method=method)
   length = tokens_BxL.shape[1]
   positions_BxL = cache.positions(length)
@@ -85,9 +86,9 @@ def extend(model: Transformer, params: Any, cache: KVCache, tokens_BxL: jax.Arra
     return apply(h_BxLxD, method="logits"), cache_k, cache_v
 
   e0_BxLxD = apply(tokens_BxL, method="embed") * scale
-  cur_BxLxD = max(steps, 1) * e0_BxLxD if ponder.multiply_initial else e0_BxLxD
+  cur_BxLxD = max(ponder_steps, 1) * e0_BxLxD if ponder.multiply_initial else e0_BxLxD
   cache_k, cache_v = cache.k, cache.v
-  if steps:
+  if ponder_steps:
     e_in_VxD = apply(method="embedding_table") * scale
     dtype = jnp.dtype(model.cfg.dtype)
 
@@ -98,8 +99,8 @@ def extend(model: Transformer, params: Any, cache: KVCache, tokens_BxL: jax.Arra
       return (cur_BxLxD + matmul(probs_BxLxV, e_in_VxD, dtype), cache_k, cache_v), None
 
     (cur_BxLxD, cache_k, cache_v), _ = jax.lax.scan(
-        ponder_pass, (cur_BxLxD, cache_k, cache_v), jnp.arange(steps, dtype=jnp.int32))
-  logits_BxLxV, cache_k, cache_v = one_pass(cur_BxLxD, cache_k, cache_v, steps)
+        ponder_pass, (cur_BxLxD, cache_k, cache_v), jnp.arange(ponder_steps, dtype=jnp.int32))
+  logits_BxLxV, cache_k, cache_v = one_pass(cur_BxLxD, cache_k, cache_v, ponder_steps)
   cache_k = nn.with_logical_constraint(cache_k, CACHE_AXES)
   cache_v = nn.with_logical_constraint(cache_v, CACHE_AXES)
   return logits_BxLxV, cache.replace(k=cache_k, v=cache_v, length=cache.length + length)

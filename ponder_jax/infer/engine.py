@@ -38,10 +38,12 @@ class Engine:
                pause_id: int | None = None, vocab_size: int | None = None,
                ponder_steps: int | None = None, mesh: Mesh | None = None,
                rules: str = "fsdp"):
-    steps = ponder.steps if ponder_steps is None else ponder_steps
-    if not (isinstance(steps, int) and not isinstance(steps, bool) and steps >= 0):
+    if ponder_steps is None:
+      ponder_steps = ponder.steps
+    if not (isinstance(ponder_steps, int) and not isinstance(ponder_steps, bool)
+            and ponder_steps >= 0):
       raise ConfigError("ponder_steps", ponder_steps, "must be an integer >= 0")
-    self.model, self.ponder, self.steps = model, ponder, steps
+    self.model, self.ponder, self.ponder_steps = model, ponder, ponder_steps
     self.pad_id, self.pause_id = pad_id, pause_id
     self.vocab_size = vocab_size or model.cfg.vocab_size
     self.mesh = mesh

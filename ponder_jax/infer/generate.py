@@ -120,15 +120,16 @@ class Generation:
     return [row[:n].tolist() for row, n in zip(self.tokens, self.lengths)]
 
 
-def prefill(model: Transformer, ponder: PonderConfig, steps: int, params: Any,
+def prefill(model: Transformer, ponder: PonderConfig, ponder_steps: int, params: Any,
             tokens_BxP: jax.Array, offsets_B: jax.Array, *, max_len: int):
   """Runs every pass over the left-padded prompts: (last-position logits [B, V], full cache)."""
-  cache = KVCache.empty(model, passes=steps + 1, offsets_B=offsets_B, max_len=max_len)
-  logits_BxPxV, cache = extend(model, params, cache, tokens_BxP, ponder=ponder, steps=steps)
+  cache = KVCache.empty(model, passes=ponder_steps + 1, offsets_B=offsets_B, max_len=max_len)
+  logits_BxPxV, cache = extend(model, params, cache, tokens_BxP, ponder=ponder,
+                               ponder_steps=ponder_steps)
   return logits_BxPxV[:, -1], cache
 
 
-def decode(model: Transformer, ponder: PonderConfig, steps: int, allowed_V: jax.Array,
+def decode(model: Transformer, ponder: PonderConfig, ponder_steps: int, allowed_V: jax.Array,
            pad_id: int, params: Any, cache: KVCache, logits_BxV: jax.Array,
            stop_ids_S: jax.Array, rng: jax.Array, *, max_new_tokens: int,
            sampling: SamplingConfig, return_logits: bool):
@@ -149,7 +150,7 @@ def decode(model: Transformer, ponder: PonderConfig, steps: int, allowed_V: jax.
            **({"logits": record(out["logits"], i, logits_BxV)} if return_logits else {})}
     done_B = done_B | jnp.isin(token_B, stop_ids_S)
     next_logits_Bx1xV, cache = extend(model, params, cache, token_B[:, None], ponder=ponder,
-                                      steps=steps)
+                                      ponder_steps=ponder_steps)
     return i + 1, cache, next_logits_Bx1xV[:, 0], done_B, out
 
   def cond(state):
@@ -191,7 +192,7 @@ def generate(engine: "Engine", prompts: Sequence[Sequence[int]], *, max_new_toke
   for row, (prompt, offset) in enumerate(zip(rows, offsets_B)):
     tokens_BxP[row, offset:] = prompt
   stop_ids_S = jnp.asarray(list(stop_tokens) or [-1], jnp.int32)
-  statics = (engine.model, engine.ponder, engine.steps)
+  statics = (engine.model, engine.ponder, engine.ponder_steps)
   prefill_fn = engine.jitted("prefill", functools.partial(prefill, *statics),
                              static_argnames=("max_len",))
   decode_fn = engine.jitted(

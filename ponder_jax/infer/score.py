@@ -39,11 +39,12 @@ class Score:
   context_tokens: int  # context tokens the model saw (after left truncation, pauses included)
 
 
-def token_scores(model: Transformer, ponder: PonderConfig, steps: int, allowed_V: jax.Array,
-                 params: Any, tokens_BxL: jax.Array, segment_ids_BxL: jax.Array):
+def token_scores(model: Transformer, ponder: PonderConfig, ponder_steps: int,
+                 allowed_V: jax.Array, params: Any, tokens_BxL: jax.Array,
+                 segment_ids_BxL: jax.Array):
   """(log p(token t | tokens < t) [B, L], token t is the greedy choice [B, L]); column 0 is 0."""
   logits_BxLxV = ponder_lib.forward(model, params, tokens_BxL, None, segment_ids_BxL,
-                                    ponder=ponder, steps=steps)[:, :-1]
+                                    ponder=ponder, ponder_steps=ponder_steps)[:, :-1]
   targets_BxT = tokens_BxL[:, 1:]
   log_probs_BxTxV = jax.nn.log_softmax(logits_BxLxV, axis=-1)
   logp_BxT = jnp.take_along_axis(log_probs_BxTxV, targets_BxT[..., None], axis=-1)[..., 0]
@@ -69,7 +70,7 @@ def score(engine: "Engine", contexts: Sequence[Sequence[int]],
     context = context[max(0, len(context) + len(continuation) - max_len):]
     rows.append((context, continuation))
   fn = engine.jitted("score", functools.partial(
-      token_scores, engine.model, engine.ponder, engine.steps, engine.allowed_V))
+      token_scores, engine.model, engine.ponder, engine.ponder_steps, engine.allowed_V))
   order = sorted(range(len(rows)), key=lambda i: -sum(map(len, rows[i])))
   results: list[Score | None] = [None] * len(rows)
   for start in range(0, len(order), batch_size):

@@ -68,8 +68,9 @@ def rematerialized(fn):
 
 def forward(model: Transformer, params, tokens_BxL: jax.Array, positions_BxL=None,
             segment_ids_BxL=None, *, ponder: PonderConfig,
-            steps: int | jax.Array | None = None) -> jax.Array:
-  """fp32 logits [B, L, V] of the last pass; `steps` overrides ponder.steps (may be traced)."""
+            ponder_steps: int | jax.Array | None = None) -> jax.Array:
+  """fp32 logits [B, L, V] of the last pass; `ponder_steps` (s) overrides ponder.steps and may
+  be traced."""
   apply = lambda p, *args, method: model.apply({"params": p}, *args, method=method)
   dtype = jnp.dtype(model.cfg.dtype)
   layout = (positions_BxL, segment_ids_BxL)
@@ -81,8 +82,8 @@ def forward(model: Transformer, params, tokens_BxL: jax.Array, positions_BxL=Non
   # E0 is scaled whatever s is, so a fixed s = 0 and an s = 0 drawn under steps_max are one model.
   scale = embed_scale(model, ponder)
   e0_BxLxD = apply(params, tokens_BxL, method="embed") * scale
-  steps = ponder.steps if steps is None else steps
-  if ponder.steps_max == 0 and isinstance(steps, int) and steps == 0:
+  s = ponder.steps if ponder_steps is None else ponder_steps
+  if ponder.steps_max == 0 and isinstance(s, int) and s == 0:
     return one_pass(params, e0_BxLxD, layout)
 
   def pass_and_mix(p, cur_BxLxD, layout):
@@ -94,13 +95,13 @@ def forward(model: Transformer, params, tokens_BxL: jax.Array, positions_BxL=Non
     pass_and_mix = rematerialized(pass_and_mix)
   ponder_step = lambda cur_BxLxD: pass_and_mix(params, cur_BxLxD, layout)
 
-  cur_BxLxD = jnp.maximum(steps, 1) * e0_BxLxD if ponder.multiply_initial else e0_BxLxD
+  cur_BxLxD = jnp.maximum(s, 1) * e0_BxLxD if ponder.multiply_initial else e0_BxLxD
   if ponder.steps_max:  # traced s: run steps_max iterations, skipping those past s
-    body = lambda cur, i: (jax.lax.cond(i < steps, ponder_step, lambda c: c, cur), None)
+    body = lambda cur, i: (jax.lax.cond(i < s, ponder_step, lambda c: c, cur), None)
     cur_BxLxD, _ = jax.lax.scan(body, cur_BxLxD, jnp.arange(ponder.steps_max))
   else:
     cur_BxLxD, _ = jax.lax.scan(lambda cur, _: (ponder_step(cur), None), cur_BxLxD, None,
-                                length=steps)
+                                length=s)
   return one_pass(params, cur_BxLxD, layout)
 
 

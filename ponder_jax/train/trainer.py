@@ -54,7 +54,7 @@ def forward_sums(model: Transformer, ponder_cfg, steps, pause_id: int | None, pa
   """The loss sums of a packed batch under s = `steps` passes: what training, the trainer's
   eval and `ponder-eval`'s perplexity (eval/runner.py) all compute."""
   logits = ponder.forward(model, params, batch["tokens"], batch.get("positions"),
-                          batch.get("segment_ids"), ponder=ponder_cfg, steps=steps)
+                          batch.get("segment_ids"), ponder=ponder_cfg, ponder_steps=steps)
   _, sums = loss_lib.cross_entropy(logits, batch, pause_id=pause_id, z_loss=z_loss,
                                    num_sources=num_sources)
   return sums
