@@ -1,5 +1,5 @@
-# Two commands: `make demo` and `make test`. Each creates .venv when missing and installs
-# the package with the exact versions in constraints.txt.
+# Three commands: `make demo`, `make test` and `make lint`. Each creates .venv when missing and
+# installs the package with the exact versions in constraints.txt.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -8,7 +8,7 @@ WORKDIR ?= runs/demo
 # Parallel test workers; the simulated 8-device mesh lives inside each worker.
 TEST_WORKERS ?= 2
 
-.PHONY: demo test install bench clean
+.PHONY: demo test lint install bench clean
 
 install: $(STAMP)
 
@@ -24,6 +24,10 @@ demo: $(STAMP)
 	$(VENV)/bin/ponder-generate --model=$(WORKDIR) --prompt="HAMLET:" --prompt="37*46=" \
 	    --max-new-tokens=48
 	$(VENV)/bin/ponder-eval --workdir=$(WORKDIR)
+
+# The rules in ruff.toml, which the code follows; .ci/run lints before it tests.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --durations=15 tests

@@ -33,7 +33,7 @@ setup(
     extras_require={
         "hf": ["torch==2.13.0", "transformers>=4.57", "safetensors>=0.4", "tokenizers>=0.20"],
         "interop": ["seqio>=0.0.20", "tensorflow-datasets>=4.9.10", "importlib_resources>=6"],
-        "test": ["pytest>=8", "pytest-xdist>=3.6", "hypothesis>=6.100"],
+        "test": ["pytest>=8", "pytest-xdist>=3.6", "hypothesis>=6.100", "ruff>=0.17"],
         "eval": ["lm-eval>=0.4.13"],  # the lm-evaluation-harness adapter (ponder-lm-eval)
     },
     entry_points={

@@ -19,8 +19,8 @@ run starts (an unknown key fails with its name and close matches; each value is 
 config the way ml-collections assigns it, then parsed from the exact command line the run gets,
 then the whole config is validated), then runs each as a `ponder-train` subprocess in
 `DIR/<run name>` (sequentially, or N at a time; each writes `train.log` there), or prints the
-commands for a pod or a local launcher. Run names come from the overrides alone (`steps=3_ratio=0.1`),
-so re-running a sweep resumes every run from its checkpoints. At the end
+commands for a pod or a local launcher. Run names come from the overrides alone
+(`steps=3_ratio=0.1`), so re-running a sweep resumes every run from its checkpoints. At the end
 `DIR/summary.{csv,json,png}` and a table on stdout collect each run's final train loss and eval
 losses from its metrics.jsonl. The runs share a JAX compilation cache (`DIR/jax_cache`), so runs
 that differ only in values the program does not bake in (seeds, data) compile once.
@@ -353,7 +353,7 @@ def execute(run_plan: Sequence[Run], parallel: int = 1,
               f"({results[i].seconds:.0f} s; log {run_plan[i].workdir}/train.log)", flush=True)
       time.sleep(0.2)
   finally:
-    for proc, log, _ in active.values():  # interrupted: let every run checkpoint and exit
+    for proc, _, _ in active.values():  # interrupted: let every run checkpoint and exit
       proc.terminate()
     for proc, log, _ in active.values():
       proc.wait()

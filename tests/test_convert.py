@@ -300,7 +300,8 @@ def test_bad_checkpoints_are_named(tmp_path):
 ])
 def test_unsupported_variants_are_refused(family, overrides, key, tmp_path):
   directory = save_model(hf_model(family, **overrides), tmp_path)
-  with pytest.raises(ConfigError, match=rf"config.json:{key}\S*' = .*(not supported|only 'default')"):
+  with pytest.raises(ConfigError,
+                     match=rf"config.json:{key}\S*' = .*(not supported|only 'default')"):
     import_hf(directory)
 
 

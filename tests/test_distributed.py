@@ -16,7 +16,8 @@ from ponder_jax import distributed
 _SCRIPT = textwrap.dedent("""\
     import sys, time
     from ponder_jax import distributed
-    address, count, pid, timeout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+    address, count, pid = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    timeout = float(sys.argv[4])
     start = time.monotonic()
     try:
       distributed.initialize(address, count, pid, timeout_s=timeout)

@@ -593,7 +593,7 @@ def test_two_processes_read_disjoint_slices_of_one_stream(tmp_path):
   assert not read[0] & read[1]
 
   # The global batch: 8 rows over 4 devices in 2 processes, host 0's rows first.
-  for h, host in enumerate(hosts):
+  for host in hosts:
     assert tuple(host["global_shape"]) == (8, SEQ)
     np.testing.assert_array_equal(host["gathered"][:4], hosts[0]["batch_tokens"][0])
     np.testing.assert_array_equal(host["gathered"][4:], hosts[1]["batch_tokens"][0])

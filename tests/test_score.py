@@ -1,6 +1,5 @@
 """Teacher-forced scoring against the training loss and against greedy generation."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

@@ -2,7 +2,6 @@
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -48,7 +47,8 @@ def test_sharded_forward_matches_single_device(family):
 
   variables = jax.jit(init, out_shardings=shardings)(jax.random.key(0))
   params = nn.meta.unbox(variables)["params"]
-  assert params["layers"]["mlp"]["down"]["kernel"].sharding.spec == flat["layers/mlp/down/kernel"].spec
+  down = params["layers"]["mlp"]["down"]["kernel"]
+  assert down.sharding.spec == flat["layers/mlp/down/kernel"].spec
 
   forward = lambda p, t: ponder.forward(model, p, t, ponder=ponder_cfg)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):

@@ -19,7 +19,8 @@ def test_merged_keeps_user_flags_and_adds_missing_ones():
 def test_apply_in_a_fresh_process_is_accepted_by_xla():
   # Every recommended flag must parse in this jaxlib (XLA aborts on unknown flags), and the
   # allocator setting must leave computations correct.
-  code = ("from ponder_jax import xla_flags; flags = xla_flags.apply(); import jax, jax.numpy as jnp;"
+  code = ("from ponder_jax import xla_flags; flags = xla_flags.apply();"
+          "import jax, jax.numpy as jnp;"
           "x = jnp.ones((512, 512)); assert float((x @ x).sum()) == 512.0 ** 3;"
           "print(xla_flags.tune_host_allocator(), flags)")
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}

@@ -71,7 +71,8 @@ def resolve_implementation(requested: str, dtype, head_dim: int) -> str:
   if requested != "auto":
     return requested
   on_gpu = jax.default_backend() == "gpu"
-  cudnn_ok = jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16) and head_dim % 8 == 0 and head_dim <= 128
+  cudnn_ok = (jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16) and head_dim % 8 == 0
+              and head_dim <= 128)
   return "cudnn" if on_gpu and cudnn_ok else "einsum"
 
 
