@@ -27,8 +27,8 @@ MLPS = ("gelu", "gelu_tanh", "swiglu")
 
 @dataclasses.dataclass(frozen=True)
 class FamilyFeatures:
-  """What the blocks of a model family are made of. The model, its parameter count and its
-  validation read these, never the family's name, so a new family is one `FEATURES` entry."""
+  """What the blocks of a model family are made of. The model and the config's validation read
+  these, never the family's name, so a new family is one `FEATURES` entry."""
   bias: bool  # every projection has a bias
   norm: str  # NORMS: LayerNorm (scale and bias) or RMSNorm (scale only)
   mlp: str  # MLPS: GELU (erf), GELU (tanh approximation), or SwiGLU (gate and up projections)
@@ -110,7 +110,7 @@ class ModelConfig:
       check(self.d_model % self.n_heads == 0, "model.n_heads", self.n_heads,
             f"must divide model.d_model = {self.d_model}")
     features = self.features
-    if features.mlp == "swiglu":  # LLaMA's 2/3 of 4 * d_model, to keep the MLP's size
+    if features.mlp == "swiglu":  # 3 matrices of 2/3 * 4d: a GELU MLP's parameters (LLaMA)
       default_d_ff = 256 * math.ceil(int(8 * self.d_model / 3) / 256)
     else:
       default_d_ff = 4 * self.d_model
