@@ -284,6 +284,7 @@ def test_cli_writes_results_table_and_plots_and_reports_bad_input(run, tmp_path,
   printed = capsys.readouterr()
   assert status == 1
   data = json.loads((out / "results.json").read_text())
+  assert data["ponder_steps"] == 1
   assert sorted(data["tasks"]) == ["math_choice", "reverse"]
   assert data["tasks"]["reverse"]["breakdown_key"] == "length"
   errors = data["errors"]
@@ -335,6 +336,12 @@ def test_fixed_shape_chunks_share_one_width():
   assert all(len(chunk) == 3 and 1 in chunk for chunk in chunks)
   assert sorted({i for chunk in chunks for i in chunk}) == list(range(7))
   assert runner.fixed_shape_chunks(lengths, 10) == [list(range(7))]
+
+
+def test_width_groups_split_only_where_padding_halves():
+  assert runner.width_groups([70, 75, 10, 12, 9, 11, 14, 13]) == [[2, 3, 4, 5, 6, 7], [0, 1]]
+  assert runner.width_groups([70, 75, 60, 66]) == [[0, 1, 2, 3]]
+  assert runner.width_groups([5]) == [[0]]
 
 
 def test_shipped_sets_are_what_the_script_writes(tmp_path):

@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
                                          "evaluated)")
   parser.add_argument("--items", type=int, default=0,
                       help="items per task (per length for procedural tasks); 0: each task's own")
-  parser.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=32,
+  parser.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=64,
                       help="rows per generate/score call")
   parser.add_argument("--out", default="", help="output directory (see above)")
   parser.add_argument("--no-progress", "--no_progress", dest="no_progress",

@@ -10,7 +10,7 @@ datasets library offline:
 
 model_args: `workdir` (a trainer workdir or checkpoint) or `hf` (a Hugging Face directory or a
 converter checkpoint), `ponder_steps` (default: as the run's trainer evaluated), `num_pauses`
-(M_inf, appended to every context and prompt), `batch_size` (rows per call, default 32),
+(M_inf, appended to every context and prompt), `batch_size` (rows per call, default 64),
 `max_gen_toks` (default 256).
 
 The three request types go through the inference engine (ponder_jax/infer):
@@ -44,7 +44,7 @@ class PonderJaxLM(LM):
   """See the module docstring."""
 
   def __init__(self, workdir: str = "", hf: str = "", ponder_steps: int | None = None,
-               num_pauses: int = 0, batch_size: int | str = 32, max_gen_toks: int = 256,
+               num_pauses: int = 0, batch_size: int | str = 64, max_gen_toks: int = 256,
                model: runner.EvalModel | None = None, **unused: Any):
     super().__init__()
     del unused  # lm-eval passes device, max_batch_size, ... for every model
@@ -56,7 +56,7 @@ class PonderJaxLM(LM):
     self.model = model
     self.num_pauses = int(num_pauses)
     # lm-eval's --batch_size may be 'auto'; a fixed batch keeps one compiled shape.
-    self.batch_size = int(batch_size) if str(batch_size).isdigit() else 32
+    self.batch_size = int(batch_size) if str(batch_size).isdigit() else 64
     self.max_gen_toks = int(max_gen_toks)
 
   @property

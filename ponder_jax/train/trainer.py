@@ -49,12 +49,12 @@ class NonFiniteError(RuntimeError):
   """The loss or gradient became NaN/Inf; the last good checkpoint is left untouched."""
 
 
-def forward_sums(model: Transformer, ponder_cfg, steps, pause_id: int | None, params, batch, *,
-                 z_loss: float = 0.0, num_sources: int = 0) -> dict[str, jax.Array]:
-  """The loss sums of a packed batch under s = `steps` passes: what training, the trainer's
-  eval and `ponder-eval`'s perplexity (eval/runner.py) all compute."""
+def forward_sums(model: Transformer, ponder_cfg, ponder_steps, pause_id: int | None, params,
+                 batch, *, z_loss: float = 0.0, num_sources: int = 0) -> dict[str, jax.Array]:
+  """The loss sums of a packed batch under s = `ponder_steps` passes: what training, the
+  trainer's eval and `ponder-eval`'s perplexity (eval/runner.py) all compute."""
   logits = ponder.forward(model, params, batch["tokens"], batch.get("positions"),
-                          batch.get("segment_ids"), ponder=ponder_cfg, ponder_steps=steps)
+                          batch.get("segment_ids"), ponder=ponder_cfg, ponder_steps=ponder_steps)
   _, sums = loss_lib.cross_entropy(logits, batch, pause_id=pause_id, z_loss=z_loss,
                                    num_sources=num_sources)
   return sums
