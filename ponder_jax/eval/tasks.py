@@ -46,6 +46,7 @@ from ponder_jax.config import ConfigError
 from ponder_jax.data import procedural
 
 KINDS = ("perplexity", "procedural", "math", "choice")
+SHIPPED = "data:"  # a task file path under the shipped data/ folder
 DEFAULT = "default"
 PAUSE_SEP = "@"
 
@@ -89,7 +90,7 @@ class TaskSpec:
 
   perplexity  source ('' = every source with a held-out split)
   procedural  task, params (the generator's, besides the length), lengths, items (per length),
-              seed; or path (a shipped JSONL set, relative to data/ or absolute)
+              seed; or path (a JSONL set; `data:eval/...` for the shipped ones)
   math        mode ('direct' | 'thought'), items, split ('validation' | 'test'), max_new_tokens,
               form ('auto' | 'raw' | 'posterior': a direct prompt ends after the question, or
               with <SoL><EoL>, the posterior layout in which the answer follows an empty
@@ -122,13 +123,13 @@ def _build_registry() -> dict[str, TaskSpec]:
                         lengths=_DEFAULT_LENGTHS[task], items=ITEMS_PER_LENGTH, seed=0)
   for task in LONG_LENGTHS:
     tasks[f"{task}_long"] = _spec(f"{task}_long", "procedural",
-                                  path=f"eval/procedural/{task}.jsonl", items=0)
-  tasks["needle_haystack"] = _spec("needle_haystack", "procedural", path="eval/needle.jsonl",
-                                   items=0)
+                                  path=f"{SHIPPED}eval/procedural/{task}.jsonl", items=0)
+  tasks["needle_haystack"] = _spec("needle_haystack", "procedural",
+                                   path=f"{SHIPPED}eval/needle.jsonl", items=0)
   for mode in ("direct", "thought"):
     tasks[f"math_{mode}"] = _spec(f"math_{mode}", "math", mode=mode, items=MATH_ITEMS,
                                   split="test", max_new_tokens=MATH_MAX_NEW_TOKENS, form="auto")
-  tasks["math_choice"] = choice_spec("math_choice", "eval/math_choice.jsonl",
+  tasks["math_choice"] = choice_spec("math_choice", f"{SHIPPED}eval/math_choice.jsonl",
                                      target_delimiter="")
   return tasks
 
@@ -203,10 +204,9 @@ def default_names(*, procedural_tasks: Sequence[str] = (), math: bool = False) -
 
 
 def data_path(path: str) -> str:
-  """A task file: absolute, relative to the working directory if it exists there, else
-  relative to the shipped data/ folder (`ponder_jax.data.data_dir()`)."""
-  from ponder_jax.data import data_dir  # pylint: disable=import-outside-toplevel
-  path = os.path.expanduser(path)
-  if os.path.isabs(path) or os.path.exists(path):
-    return os.path.abspath(path)
-  return str(data_dir() / path)
+  """A task file: `data:<relative path>` in the shipped data/ folder
+  (`ponder_jax.data.data_dir()`), any other path as given (relative to the working directory)."""
+  if path.startswith(SHIPPED):
+    from ponder_jax.data import data_dir  # pylint: disable=import-outside-toplevel
+    return str(data_dir() / path[len(SHIPPED):])
+  return os.path.abspath(os.path.expanduser(path))

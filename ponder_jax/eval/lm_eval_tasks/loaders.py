@@ -18,7 +18,7 @@ SHAKESPEARE_DOCUMENTS = 40
 def math_choice(**unused) -> dict[str, datasets.Dataset]:
   """The shipped math multiple-choice set (ponder-eval's `math_choice`)."""
   del unused  # lm-eval passes the task's metadata
-  with open(tasks.data_path("eval/math_choice.jsonl"), encoding="utf-8") as f:
+  with open(tasks.data_path(tasks.REGISTRY["math_choice"].options["path"]), encoding="utf-8") as f:
     rows = [json.loads(line) for line in f if line.strip()]
   return {"test": datasets.Dataset.from_list(rows)}
 
