@@ -2,8 +2,9 @@
 
 Every task goes through the inference engine (`ponder_jax.infer`): generation tasks through
 `Engine.generate` (greedy, KV-cached, exact for pondering models), multiple choice through
-`Engine.score`, and perplexity through the trainer's own eval loss (`trainer.forward_sums` on
-`pipeline.make_eval_iterators`), so it is exp(eval/<source>/loss) of the run. With M_inf pauses
+`Engine.score`, and perplexity as the trainer's eval computes its loss (`loss.cross_entropy` of
+`ponder.forward` on the batches of `pipeline.make_eval_iterators`, with the run's batch size and
+batch count, pause id and s), so it is exp(eval/<source>/loss) of the run. With M_inf pauses
 the engine appends them to every prompt (or multiple-choice context): that is the only
 difference from the same task without pauses.
 
@@ -24,12 +25,15 @@ import os
 import time
 from typing import Any, Mapping, Sequence
 
+import jax
 import numpy as np
 
+from ponder_jax import loss as loss_lib
 from ponder_jax.config import ConfigError
 from ponder_jax.data import math_corpus, pipeline, procedural
 from ponder_jax.data.vocab import Vocabulary
 from ponder_jax.eval import sets, tasks as tasks_lib
+from ponder_jax.model import ponder as ponder_lib
 
 
 @dataclasses.dataclass
@@ -338,10 +342,6 @@ class _Runner:
 
   # Perplexity -------------------------------------------------------------------------------
   def _perplexity(self, spec: tasks_lib.TaskSpec) -> TaskResult:
-    import jax  # pylint: disable=import-outside-toplevel
-
-    from ponder_jax import loss as loss_lib  # pylint: disable=import-outside-toplevel
-    from ponder_jax.train import trainer  # pylint: disable=import-outside-toplevel
     model, engine, vocab = self.model, self.model.engine, self.model.vocab
     data = _ppl_data(model)
     names = pipeline.eval_source_names(data)
@@ -355,7 +355,7 @@ class _Runner:
           data, vocab, global_batch_size=model.eval_batch_size,
           num_batches=model.eval_batches)
     fn = engine.jitted("eval_loss_sums", functools.partial(
-        trainer.forward_sums, engine.model, engine.ponder, engine.ponder_steps, vocab.pause_id))
+        _loss_sums, engine.model, engine.ponder, engine.ponder_steps, vocab.pause_id))
     text_V = _text_ids(vocab)
     loss = tokens = 0.0
     num_bytes = 0
@@ -562,6 +562,14 @@ class _Runner:
     return TaskResult(spec.name, spec.kind, spec.num_pauses, metrics, samples=samples)
 
 # Perplexity helpers ------------------------------------------------------------------------------
+
+
+def _loss_sums(model, ponder_cfg, ponder_steps: int, pause_id: int, params, batch):
+  """The trainer's eval sums of one batch: its loss, on its forward (train/trainer.py)."""
+  logits = ponder_lib.forward(model, params, batch["tokens"], batch.get("positions"),
+                              batch.get("segment_ids"), ponder=ponder_cfg,
+                              ponder_steps=ponder_steps)
+  return loss_lib.cross_entropy(logits, batch, pause_id=pause_id)[1]
 
 
 def _ppl_data(model: EvalModel) -> pipeline.DataSpec:

@@ -49,17 +49,6 @@ class NonFiniteError(RuntimeError):
   """The loss or gradient became NaN/Inf; the last good checkpoint is left untouched."""
 
 
-def forward_sums(model: Transformer, ponder_cfg, ponder_steps, pause_id: int | None, params,
-                 batch, *, z_loss: float = 0.0, num_sources: int = 0) -> dict[str, jax.Array]:
-  """The loss sums of a packed batch under s = `ponder_steps` passes: what training, the
-  trainer's eval and `ponder-eval`'s perplexity (eval/runner.py) all compute."""
-  logits = ponder.forward(model, params, batch["tokens"], batch.get("positions"),
-                          batch.get("segment_ids"), ponder=ponder_cfg, ponder_steps=ponder_steps)
-  _, sums = loss_lib.cross_entropy(logits, batch, pause_id=pause_id, z_loss=z_loss,
-                                   num_sources=num_sources)
-  return sums
-
-
 def build_trainer(config, workdir: str) -> "Trainer":
   """Validates `config` and builds its Trainer; with `init.from_hf` the model config, the
   vocabulary and the initial params come from a local Hugging Face directory, placed straight
@@ -145,8 +134,12 @@ class Trainer:
 
   # The step --------------------------------------------------------------------------------
   def _forward_sums(self, params, batch, steps):
-    return forward_sums(self.model, self.exp.ponder, steps, self.pause_id, params, batch,
-                        z_loss=self.exp.config.train.z_loss, num_sources=len(self.source_names))
+    logits = ponder.forward(self.model, params, batch["tokens"], batch.get("positions"),
+                            batch.get("segment_ids"), ponder=self.exp.ponder, ponder_steps=steps)
+    _, sums = loss_lib.cross_entropy(logits, batch, pause_id=self.pause_id,
+                                     z_loss=self.exp.config.train.z_loss,
+                                     num_sources=len(self.source_names))
+    return sums
 
   def train_step(self, state: TrainState, batch, rng):
     c = self.exp.config
