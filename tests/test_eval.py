@@ -130,12 +130,14 @@ def test_items_that_fill_the_context_are_checked_teacher_forced(tmp_path):
   answers = {tuple(VOCAB.procedural_id(np.asarray(it.prompt)).tolist()):
              VOCAB.procedural_id(np.asarray(it.answer)).tolist() for it in items}
   spec = tasks.REGISTRY["dyck"].with_options(params=params, lengths=(32,), items=8)
-  for shift, expected in ((0, 1.0), (1, 0.0)):
-    model = runner.EvalModel(_Oracle(answers, shift, max_len=32), VOCAB)
-    result = runner._Runner(model, items=0, batch_size=4, progress=False).task(spec)
-    assert result.metrics["exact_match"] == expected
-    assert result.metrics["items"] == 8 and result.metrics["teacher_forced"] > 0
-    assert {s["method"] for s in result.samples} == {"generated", "teacher-forced"}
+  # At 32 tokens most items need forcing, so all are forced; at 37 two of eight do.
+  for max_len, methods in ((32, {"teacher-forced"}), (37, {"generated", "teacher-forced"})):
+    for shift, expected in ((0, 1.0), (1, 0.0)):
+      model = runner.EvalModel(_Oracle(answers, shift, max_len=max_len), VOCAB)
+      result = runner._Runner(model, items=0, batch_size=4, progress=False).task(spec)
+      assert result.metrics["exact_match"] == expected
+      assert result.metrics["items"] == 8 and result.metrics["teacher_forced"] > 0
+      assert {s["method"] for s in result.samples} == methods
   # Two multiset items that each fit 16 tokens but not one call (12 + 10 > 16).
   path = tmp_path / "closes.jsonl"
   sets.write_procedural_set(str(path), "shuffled_dyck", {"k": 4}, [

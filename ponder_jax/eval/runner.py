@@ -413,10 +413,14 @@ class _Runner:
     # answer. An exact-match item that does not fit it (its prompt and answer fill the context)
     # is checked teacher-forced instead: greedy decoding reproduces the answer iff each answer
     # token is the argmax after the ones before it, which is `Score.is_greedy`. A multiset
-    # item has no single answer to force, so it is skipped.
+    # item has no single answer to force, so it is skipped. When most items need forcing, all
+    # exact-match items are forced.
     max_new = max(len(answers[i]) for i in kept)
     generated = [i for i in kept if len(prompts[i]) + max_new <= budget]
     forced = [i for i in kept if i not in set(generated) and items[i].match == "exact"]
+    if len(forced) > len(generated):  # a generate call (and its compile) for the few is waste
+      forced = [i for i in kept if items[i].match == "exact"]
+      generated = [i for i in generated if items[i].match != "exact"]
     outputs: dict[int, list[int] | None] = {}
     fed: dict[int, list[int]] = {}
     if generated:
