@@ -15,7 +15,7 @@ install: $(STAMP)
 $(STAMP): setup.py constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[hf,interop,test,eval]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[hf,interop,test,eval,tpu]'
 	touch $(STAMP)
 
 # Train, then a generated sample (text, and math with its latent thought) and the eval table.

@@ -35,6 +35,9 @@ setup(
         "interop": ["seqio>=0.0.20", "tensorflow-datasets>=4.9.10", "importlib_resources>=6"],
         "test": ["pytest>=8", "pytest-xdist>=3.6", "hypothesis>=6.100", "ruff>=0.17"],
         "eval": ["lm-eval>=0.4.13"],  # the lm-evaluation-harness adapter (ponder-lm-eval)
+        # XLA's TPU compiler (libtpu, ~700 MB): `ponder-aot --topology` compiles for TPU slices
+        # on any host; on a TPU VM it is also the runtime.
+        "tpu": ["jax[tpu]>=0.10.2"],
     },
     entry_points={
         "console_scripts": [

@@ -49,20 +49,51 @@ def analytic_param_count(cfg: ModelConfig) -> int:
   return cfg.n_layers * per_layer + norm + embeddings + positions
 
 
-def forward_flops_per_token(cfg: ModelConfig, seq_len: int, ponder_steps: int = 0) -> float:
-  """Matmul FLOPs of one forward per token, pondering included (see module docstring)."""
+def pass_flops_per_token(cfg: ModelConfig, seq_len: int,
+                          attention_share: float = 0.5) -> tuple[float, float, float]:
+  """Forward matmul FLOPs per token of one pass: (layers, LM head, mixture P @ E_in).
+  `attention_share` of the L x L scores is counted: 0.5 for causal model FLOPs."""
   d, h, g, k, f, v = (cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.d_ff,
                       cfg.vocab_size)
   projections = 2 * d * (h * k + 2 * g * k) + 2 * h * k * d
-  attention = 0.5 * (2 * 2 * seq_len * h * k)
+  attention = attention_share * (2 * 2 * seq_len * h * k)
   mlp = 2 * d * f * (3 if cfg.family == "llama" else 2)
-  one_pass = cfg.n_layers * (projections + attention + mlp) + 2 * d * v
-  mixture = 2 * v * d
-  return (ponder_steps + 1) * one_pass + ponder_steps * mixture
+  return cfg.n_layers * (projections + attention + mlp), 2 * d * v, 2 * v * d
+
+
+def forward_flops_per_token(cfg: ModelConfig, seq_len: int, ponder_steps: int = 0) -> float:
+  """Matmul FLOPs of one forward per token, pondering included (see module docstring)."""
+  layers, head, mixture = pass_flops_per_token(cfg, seq_len)
+  return (ponder_steps + 1) * (layers + head) + ponder_steps * mixture
 
 
 def training_flops_per_token(cfg: ModelConfig, seq_len: int, ponder_steps: int = 0) -> float:
   return 3.0 * forward_flops_per_token(cfg, seq_len, ponder_steps)
+
+
+def executed_training_flops_per_token(cfg: ModelConfig, seq_len: int, ponder_steps: int = 0, *,
+                                      ponder_remat: bool = True,
+                                      full_attention: bool = True) -> float:
+  """Matmul FLOPs per token that the compiled train step executes, not only the model's: what
+  rematerialisation recomputes is added, and with `full_attention` (the einsum and XLA kernels)
+  the masked half of the causal L x L scores too. MFU's numerator stays
+  `training_flops_per_token`; this one says how long the step takes at a given FLOP rate.
+
+  Per pass the backward recomputes the layers' forward once under `model.remat_policy` 'full'
+  (none under 'dots', the attention scores under 'dots_no_batch'), and with `ponder_remat`
+  each of the s pondering passes is run forward once more (layers, head and mixture) before
+  its backward."""
+  share = 1.0 if full_attention else 0.5
+  layers, head, mixture = pass_flops_per_token(cfg, seq_len, share)
+  s = ponder_steps
+  total = 3.0 * ((s + 1) * (layers + head) + s * mixture)
+  if cfg.remat_policy == "full":
+    total += (s + 1) * layers
+  elif cfg.remat_policy == "dots_no_batch":
+    total += (s + 1) * cfg.n_layers * share * 2 * 2 * seq_len * cfg.n_heads * cfg.head_dim
+  if ponder_remat:
+    total += s * (layers + head + mixture)
+  return total
 
 
 # Peak dense bf16 FLOP/s per device, matched as substrings of `device.device_kind` (lower case),
@@ -83,6 +114,36 @@ PEAK_BF16_FLOPS: tuple[tuple[str, float], ...] = (
     ("tpu v5", 459e12),
     ("tpu v4", 275e12),
 )
+
+# HBM capacity (bytes) and bandwidth (bytes/s) per TPU chip, matched like PEAK_BF16_FLOPS. Source:
+# the Cloud TPU system-architecture pages (cloud.google.com/tpu/docs/v4, /v5e, /v5p, /v6e; read
+# 2026-12): v4 32 GiB at 1,200 GB/s, v5e 16 GB at 819 GB/s, v5p 95 GB at 2,765 GB/s, v6e
+# (Trillium) 32 GB at 1,640 GB/s. The chips carry binary gigabytes (16 GiB on a v5e), of which
+# the runtime keeps a few hundred MiB: a step within ~3% of the figure is at the edge.
+HBM_BYTES: tuple[tuple[str, int], ...] = (
+    ("tpu v6 lite", 32 * 2**30),
+    ("tpu v6e", 32 * 2**30),
+    ("tpu v5 lite", 16 * 2**30),
+    ("tpu v5e", 16 * 2**30),
+    ("tpu v5p", 95 * 2**30),
+    ("tpu v5", 95 * 2**30),
+    ("tpu v4", 32 * 2**30),
+)
+HBM_BYTES_PER_SECOND: tuple[tuple[str, float], ...] = (
+    ("tpu v6 lite", 1640e9),
+    ("tpu v6e", 1640e9),
+    ("tpu v5 lite", 819e9),
+    ("tpu v5e", 819e9),
+    ("tpu v5p", 2765e9),
+    ("tpu v5", 2765e9),
+    ("tpu v4", 1200e9),
+)
+
+
+def device_spec(table: tuple[tuple[str, float], ...], device_kind: str) -> float | None:
+  """The first entry of `table` whose name is in `device_kind` (e.g. 'TPU v5 lite'), or None."""
+  kind = device_kind.lower()
+  return next((value for name, value in table if name in kind), None)
 
 
 @functools.cache
@@ -108,8 +169,7 @@ def peak_flops_per_device(device: jax.Device | None = None) -> float | None:
   device = device or jax.devices()[0]
   if device.platform == "cpu":
     return measured_matmul_flops()
-  kind = device.device_kind.lower()
-  return next((peak for name, peak in PEAK_BF16_FLOPS if name in kind), None)
+  return device_spec(PEAK_BF16_FLOPS, device.device_kind)
 
 
 def mfu(tokens_per_second: float, flops_per_token: float, n_devices: int = 1,

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 _GPT2 = dict(family="gpt2", vocab_size=50304, max_len=1024, tie_embeddings=True,
              init_std=0.02, norm_eps=1e-5)
+# init_std 0: PonderLM's small init
 _PYTHIA = dict(family="neox", vocab_size=50304, max_len=2048, rotary_pct=0.25,
-               tie_embeddings=False, init_std=0.0, norm_eps=1e-5)  # init_std 0: PonderLM's small init
+               tie_embeddings=False, init_std=0.0, norm_eps=1e-5)
 _LLAMA = dict(family="llama", vocab_size=32000, max_len=2048, tie_embeddings=False,
               init_std=0.02, norm_eps=1e-5, rope_theta=10000.0)
 
