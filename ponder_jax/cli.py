@@ -28,6 +28,8 @@ def _train(argv) -> None:
   del argv
   from ponder_jax import distributed, xla_flags  # pylint: disable=import-outside-toplevel
   xla_flags.apply()  # before the backend initialises
+  from ponder_jax.train.metrics import quiet_library_logs  # pylint: disable=import-outside-toplevel
+  quiet_library_logs()
   try:
     distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                            timeout_s=_INIT_TIMEOUT.value)

@@ -250,6 +250,8 @@ def main(argv=None) -> None:
     del argv
     from ponder_jax import xla_flags  # pylint: disable=import-outside-toplevel
     xla_flags.apply()
+    from ponder_jax.train.metrics import quiet_library_logs  # pylint: disable=import-outside-toplevel
+    quiet_library_logs()
     try:
       run(config.value, workdir.value)
     except ConfigError as e:

@@ -139,6 +139,22 @@ def results_table(rows: list[dict]) -> str:
   return "\n".join(lines)
 
 
+def quiet_library_logs() -> None:
+  """Library INFO logs (orbax, grain, absl) off unless --verbosity was given on an absl command
+  line: the terminal shows the progress bar, `announce` lines and the results."""
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  if not ("verbosity" in flags.FLAGS and flags.FLAGS["verbosity"].present):
+    logging.set_verbosity(logging.WARNING)
+
+
+def announce(message: str) -> None:
+  """One line for the person watching (process 0, stderr): printed above the progress bar, and
+  shown whatever the log verbosity (the CLIs keep library INFO logs off unless --verbosity)."""
+  if jax.process_index() == 0:
+    from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+    tqdm.write(message, file=sys.stderr)
+
+
 def log_line(step: int, scalars: Mapping[str, Any]) -> None:
   shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                     for k, v in scalars.items() if not k.startswith("source/"))

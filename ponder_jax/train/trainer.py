@@ -215,7 +215,7 @@ class Trainer:
     restored = ckpt.restore_latest(self.abstract_state, data_iter)
     if restored is not None:
       start_step, state = restored
-      logging.info("Resumed from %s/%d", ckpt.directory, start_step)
+      metrics_lib.announce(f"Resumed from {ckpt.directory}/{start_step}")
     else:
       start_step, state = 0, self.init_state()
     writer = metrics_lib.MetricsWriter(self.workdir, total_steps=exp.total_steps,
@@ -223,8 +223,8 @@ class Trainer:
                                        tensorboard=c.metrics.tensorboard,
                                        progress_bar=c.metrics.progress_bar)
     if start_step >= exp.total_steps:
-      logging.info("Nothing to do: checkpoint step %d >= total steps %d", start_step,
-                   exp.total_steps)
+      metrics_lib.announce(f"Nothing to do: checkpoint step {start_step} >= total steps "
+                           f"{exp.total_steps}")
       writer.close()
       ckpt.close()
       return state
@@ -265,7 +265,8 @@ class Trainer:
     compiled, compile_s = self.compile_train_step(state, batch)
     rng = jax.random.key(c.train.seed)
     step_fn = lambda state, batch: compiled(state, batch, rng)
-    logging.info("Compiled the train step in %.1f s", compile_s)
+    metrics_lib.announce(f"Compiled the train step in {compile_s:.1f} s; phase "
+                         f"'{data_iter.phase_name}' from step {start_step}")
     writer.write(start_step, {"compile_seconds": compile_s})
     clock = _StepClock(self, writer, compiled_flops(compiled))
     eval_iters = None
@@ -297,13 +298,17 @@ class Trainer:
         t = time.time()
         ckpt.save(done, state, data_iter, exp.to_json())
         clock.side("save_seconds", time.time() - t)
+        metrics_lib.announce(f"step {done}: saving checkpoint {ckpt.directory}/{done}")
       if stop:
         logging.warning("Stopped by SIGTERM after step %d; checkpoint saved.", done)
         break
       if not at_end:
         t = time.time()
+        phase = data_iter.phase_name
         batch = self._next_batch(data_iter)
         data_wait = time.time() - t
+        if data_iter.phase_name != phase:
+          metrics_lib.announce(f"step {done}: phase '{data_iter.phase_name}' begins")
     if pending is not None:
       pending()
     return state
@@ -333,7 +338,8 @@ class Trainer:
         scalars[f"eval/{name}/accuracy"] = float(totals["correct"]) / count
     scalars.update(self._eval_tasks(params))
     writer.write(step, scalars)
-    logging.info("eval @%d: %s", step, ", ".join(f"{k}={v:.4f}" for k, v in scalars.items()))
+    metrics_lib.announce(f"eval @{step}: " + ", ".join(f"{k.removeprefix('eval/')}={v:.4g}"
+                                                      for k, v in scalars.items()))
 
 
   def _eval_tasks(self, params) -> dict[str, float]:
