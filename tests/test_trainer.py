@@ -2,6 +2,7 @@
 SIGTERM saves, multi-process runs resume on one process, bad checkpoints and NaNs are handled, and
 a two-stage run (pretrain -> pause finetuning) works through the CLI."""
 
+import json
 import os
 import signal
 import socket
@@ -327,3 +328,24 @@ def test_two_stage_pretrain_then_pause_finetune_through_the_cli(tmp_path):
   rows = read_metrics(ft)
   assert any("eval/math_ft/loss" in row for row in rows)
   assert all(np.isfinite(row["loss"]) for row in rows if "loss" in row)
+
+
+def test_init_from_a_pondering_export_continues_its_function(tmp_path, capsys):
+  """ponder.* left at the defaults takes the export's ponder settings; settings given differ
+  only by choice, and are named."""
+  from ponder_jax.train.trainer import _with_exported_ponder  # pylint: disable=import-outside-toplevel
+  export = tmp_path / "export"
+  export.mkdir()
+  (export / "config.json").write_text(json.dumps({
+      "model_type": "ponder_gpt_neox", "vocab_size": 100, "ponder_steps": 2,
+      "ponder_scale_embeds": True, "ponder_top_k": 0}))
+  config = smoke()
+  config.init.from_hf = str(export)
+  config.ponder.update(dict(steps=0, steps_max=0, scale_embeds=False, multiply_initial=False,
+                            top_k=0))  # the defaults: nothing chosen
+  adopted = _with_exported_ponder(config)
+  assert (adopted.ponder.steps, adopted.ponder.scale_embeds) == (2, True)
+  assert config.ponder.steps == 0  # the caller's config is left alone
+  config.ponder.steps = 3
+  kept = _with_exported_ponder(config)
+  assert kept.ponder.steps == 3 and "ponder.steps = 3 (export: 2)" in capsys.readouterr().err

@@ -14,6 +14,8 @@ exits cleanly; a non-finite loss or gradient stops the run before anything is sa
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import functools
 import signal
 import time
@@ -29,7 +31,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from ponder_jax import accounting, loss as loss_lib, sharding
-from ponder_jax.config import ConfigError
+from ponder_jax.config import ConfigError, PonderConfig
 from ponder_jax.data import pipeline
 from ponder_jax.experiment import Experiment
 from ponder_jax.model import ponder
@@ -61,8 +63,35 @@ def build_trainer(config, workdir: str) -> "Trainer":
     model_cfg, params, vocab = load_pretrained(
         config.init.from_hf, mesh=mesh, rules=config.mesh.rules,
         num_procedural=256 if procedural else 0)
+    config = _with_exported_ponder(config)
   exp = Experiment.from_config(config, model=model_cfg, vocab=vocab)
   return Trainer(exp, workdir, init_params=params)
+
+
+# The ponder settings that decide which function the params compute (the rest are init/memory).
+_PONDER_FUNCTION = ("steps", "steps_max", "scale_embeds", "multiply_initial", "top_k")
+
+
+def _with_exported_ponder(config):
+  """A pondering export continues as the function it computes: with `ponder.*` left at the
+  defaults the config takes the export's settings; settings that differ are named, once."""
+  from ponder_jax.convert.hf import read_ponder_config  # pylint: disable=import-outside-toplevel
+  exported = dataclasses.asdict(read_ponder_config(config.init.from_hf))
+  default = dataclasses.asdict(PonderConfig())
+  configured = {k: config.ponder[k] for k in _PONDER_FUNCTION}
+  if all(exported[k] == default[k] for k in _PONDER_FUNCTION):
+    return config  # a plain model: pondering may be switched on for continued pretraining
+  if all(configured[k] == default[k] for k in _PONDER_FUNCTION):
+    config = copy.deepcopy(config)
+    with config.unlocked():
+      config.ponder.update({k: exported[k] for k in _PONDER_FUNCTION})
+    return config
+  differ = [f"ponder.{k} = {configured[k]!r} (export: {exported[k]!r})"
+            for k in _PONDER_FUNCTION if configured[k] != exported[k]]
+  if differ:
+    metrics_lib.announce(f"note: {config.init.from_hf} was exported with other ponder settings; "
+                         f"training continues with {', '.join(differ)}")
+  return config
 
 
 class Trainer:
