@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> None:
 
   print(f"{machine.describe()}, numpy {np.__version__}")
   print(f"command: {' '.join([os.path.basename(sys.executable)] + sys.argv)}\n")
-  print("| task | params (defaults) | tokens/item | tokens per CPU-s (median) | targets per CPU-s |")
+  print("| task | params (defaults) | tokens/item | tokens per CPU-s (median) "
+        "| targets per CPU-s |")
   print("|---|---|---:|---:|---:|")
   for task in args.tasks.split(","):
     runs = [tokens_per_second(task, args.seconds, start=r * 10**6) for r in range(args.repeats)]

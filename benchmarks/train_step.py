@@ -141,7 +141,7 @@ def main(argv=None) -> None:
     step, compile_s, memory = compiled_step(steps, params)
     opt_state = tx.init(params)
     jax_s, torch_s, losses = [], [], {}
-    for i in range(args.steps + 1):  # the first step of each is a warm-up
+    for _ in range(args.steps + 1):  # the first step of each is a warm-up
       start = time.perf_counter()
       params, opt_state, loss = step(params, opt_state, batch)
       loss = float(loss)
