@@ -3,7 +3,8 @@
 The ponder loop is written around `transformers.GPTNeoXForCausalLM` the way the official PonderLM
 code does it (LUMIA-Group/PonderingLM, `modeling_gpt_neox.py`): every pass is a full forward over
 `inputs_embeds`, the softmax of its logits mixes the *input* embedding table, the mixture is added
-to the running input, and only the last pass's logits reach the loss. No rematerialisation, as there.
+to the running input, and only the last pass's logits reach the loss. No rematerialisation, as
+there.
 The optimizer is AdamW with the same hyperparameters as the JAX step. This module is a benchmark
 baseline only: nothing in ponder_jax imports it.
 """
