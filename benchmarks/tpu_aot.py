@@ -40,14 +40,36 @@ SHARDINGS = {
                  "mesh.ici.tensor": 4},
     "dp": {"mesh.rules": "dp", "mesh.ici.data": -1, "mesh.ici.fsdp": 1, "mesh.ici.tensor": 1},
 }
+# FSDP without XLA's windowed einsums (collective matmuls): the weights are all-gathered whole
+# instead of multiplied window by window into f32 partial sums that go through HBM each window.
+NO_WINDOWED_EINSUM = ("--xla_tpu_enable_windowed_einsum_for_all_gather=false "
+                      "--xla_tpu_enable_windowed_einsum_for_reduce_scatter=false")
+SHARDINGS["fsdp_nowe"] = dict(SHARDINGS["fsdp"], LIBTPU_INIT_ARGS=NO_WINDOWED_EINSUM)
+# ... and keeping the layers' matmul outputs without a batch dimension (recomputing attention).
+SHARDINGS["fsdp_nowe_dots"] = dict(SHARDINGS["fsdp_nowe"],
+                                   **{"model.remat_policy": "dots_no_batch"})
 MICROBATCHES = (1, 2, 4, 8, 16, 32)
+# Cells at a fixed microbatch count beyond the fewest that fit: with fewer rows per microbatch
+# XLA stops choosing windowed einsums for FSDP's all-gathers.
+FIXED = [("pythia-1b", 3, "v5litepod-16", "fsdp", 8)]
 
 
 def grid(name: str) -> list[tuple[str, int, str, str]]:
-  """(preset, s, topology, sharding) cells, most wanted first: every preset at s = 0 and 3 on
-  v5e-16 (FSDP), the 1B-class presets on the other slices, then the rest."""
-  first = [(p, s, "v5litepod-16", "fsdp") for p in PRESETS for s in (0, 3)]
+  """(preset, s, topology, sharding) cells, most wanted first: the 1B-class presets at s = 0 and
+  3 on v5e-16 with FSDP and against FSDP + 4-way tensor parallelism, the small presets there
+  (and plain data parallelism for the smallest), then the 1B-class presets on the other slices;
+  `full` adds every preset x s in {0, 1, 3} x sharding on every slice."""
+  v5e16 = TOPOLOGIES[0]
+  first = [(p, s, v5e16, "fsdp") for p in ("pythia-1b", "llama-1b") for s in (0, 3)]
+  first += [(p, s, v5e16, sh) for sh in ("fsdp_nowe", "fsdp_tp4") for p in ("pythia-1b",)
+            for s in (0, 3)]
+  first += [(p, s, v5e16, "fsdp_nowe") for p in ("llama-1b",) for s in (0, 3)]
+  first += [("pythia-1b", 3, v5e16, "fsdp_nowe_dots")]
+  first += [(p, s, v5e16, "fsdp") for p in PRESETS for s in (0, 3)]
+  first += [("pythia-160m", s, v5e16, "dp") for s in (0, 3)]
+  first += [("pythia-410m", 3, "v4-32", "fsdp")]  # the pod launcher's README example
   first += [(p, s, t, "fsdp") for t in TOPOLOGIES[1:] for p in ONE_B for s in (0, 3)]
+  first = list(dict.fromkeys(first))
   if name == "minimal":
     return first
   rest = [(p, s, t, sh) for t in TOPOLOGIES for sh in SHARDINGS for p in PRESETS
@@ -69,6 +91,7 @@ def compile_cell(out: str, preset: str, s: int, topology: str, shard: str, micro
   its report, or {'error': ...}."""
   from ponder_jax import aot  # pylint: disable=import-outside-toplevel
   overrides = {"ponder.steps": s, "train.microbatches": micro, **SHARDINGS[shard], **(extra or {})}
+  env = {k: overrides.pop(k) for k in list(overrides) if k.isupper()}  # e.g. LIBTPU_INIT_ARGS
   tag = "_".join([preset, f"s{s}", topology, shard, f"mb{micro}"]
                  + [f"{k.split('.')[-1]}-{v}" for k, v in (extra or {}).items()])
   path = os.path.join(out, f"{tag}.json")
@@ -81,7 +104,7 @@ def compile_cell(out: str, preset: str, s: int, topology: str, shard: str, micro
     command += [f"--config.{k}={v}" for k, v in overrides.items()]
     start = time.time()
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                            check=False)
+                            check=False, env={**os.environ, **env})
     if os.path.exists(f"{path}.tmp"):
       os.replace(f"{path}.tmp", path)
     else:
@@ -190,6 +213,13 @@ def main() -> None:
     lines.append(row(preset, s, topology, shard, micro, report))
     with open(os.path.join(args.out, "table.md"), "w", encoding="utf-8") as f:
       f.write("\n".join(lines) + "\n")
+  for preset, s, topology, shard, micro in FIXED:
+    report = compile_cell(args.out, preset, s, topology, shard, micro,
+                          compile_missing=not args.render)
+    if report:
+      lines.append(row(preset, s, topology, shard, micro, report))
+  with open(os.path.join(args.out, "table.md"), "w", encoding="utf-8") as f:
+    f.write("\n".join(lines) + "\n")
   print("\n".join(lines))
 
 

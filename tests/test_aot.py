@@ -210,3 +210,42 @@ def test_hlo_traffic_counts_loop_bodies_by_their_trip_count():
            + 2 * tile)  # the all-reduce
   assert traffic["hbm_bytes"] == 16 * per_iteration + entry
   assert traffic["collective_bytes"] == tile
+
+
+def _pretrain():
+  """configs/pretrain.py as a module (configs/ is not a package)."""
+  spec = importlib.util.spec_from_file_location("pretrain_config",
+                                                os.path.join(ROOT, "configs", "pretrain.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_slice_defaults_apply_by_accelerator_type_or_topology():
+  pretrain = _pretrain()
+  assert pretrain.SLICE_DEFAULTS, "configs/pretrain.py has per-slice defaults"
+  for (preset, accelerator), chosen in pretrain.SLICE_DEFAULTS.items():
+    assert chosen.get("why"), f"{preset},{accelerator} says why"
+    config = pretrain.get_config(f"{preset},{accelerator}")
+    assert config.train.microbatches == chosen.get("microbatches", 1)
+    assert config.mesh.rules == chosen.get("rules", "fsdp")
+    assert aot.parse_topology(accelerator).accelerator_type == accelerator
+  preset, accelerator = next(iter(pretrain.SLICE_DEFAULTS))
+  shape = aot.parse_topology(accelerator).name  # e.g. v5e:4x4 names the same slice
+  assert (pretrain.get_config(f"{preset},{shape}").to_dict()
+          == pretrain.get_config(f"{preset},{accelerator}").to_dict())
+  with pytest.raises(ValueError, match="no defaults for pythia-160m on v6e-256"):
+    pretrain.get_config("pythia-160m,v6e-256")
+  with pytest.raises(aot.TopologyError, match="accepted forms"):
+    pretrain.get_config("pythia-1b,v9-16")
+
+
+def test_a_step_the_tpu_compiler_refuses_reports_the_bytes_it_needs():
+  error = RuntimeError("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required "
+                       "for HLO temporaries (25.19G) exceeds available HBM (15.75G).")
+  report = aot._out_of_memory(error, 16 * 2 ** 30)  # pylint: disable=protected-access
+  assert not report["fits"]
+  assert report["total_bytes_per_device"] == int(25.19 * 2 ** 30)
+  assert report["available_bytes"] == int(15.75 * 2 ** 30)
+  assert aot._out_of_memory(ValueError("shapes differ"), None) is None  # pylint: disable=protected-access
+  assert not aot.fits(15.8 * 2 ** 30, 16 * 2 ** 30) and aot.fits(15.5 * 2 ** 30, 16 * 2 ** 30)
