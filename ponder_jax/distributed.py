@@ -28,6 +28,7 @@ import dataclasses
 import json
 import os
 import socket
+import sys
 import time
 
 from absl import logging
@@ -141,9 +142,10 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
                              local_device_ids=list(spec.local_device_ids)
                              if spec.local_device_ids else None,
                              initialization_timeout=int(remaining + 1))
-  logging.info("Joined the job as process %d of %d (%d local / %d global devices) in %.1f s",
-               jax.process_index(), jax.process_count(), jax.local_device_count(),
-               jax.device_count(), time.monotonic() - start)
+  # One line for the person watching, whatever the log verbosity (the CLIs quiet library logs).
+  print(f"Joined the job as process {jax.process_index()} of {jax.process_count()} "
+        f"({jax.local_device_count()} local / {jax.device_count()} global devices) in "
+        f"{time.monotonic() - start:.1f} s", file=sys.stderr)
   return spec
 
 

@@ -37,11 +37,10 @@ from typing import Any, Iterable, Mapping
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
-from absl import logging
 
 from ponder_jax.config import ConfigError
 from ponder_jax.data import pipeline, sources as sources_lib, tfds_records, vocab as vocab_lib
-from ponder_jax.train import checkpoint as ckpt_lib
+from ponder_jax.train import checkpoint as ckpt_lib, metrics
 
 COMPONENTS = ("attention", "mlp", "norms", "embeddings", "positions")
 EVERYTHING = "everything"  # every component
@@ -314,8 +313,9 @@ def init_from_checkpoint(fresh, init_config: Mapping[str, Any]):
   tables = {"copy": "copied" if "embeddings" in chosen else "fresh", "fresh": "fresh",
             "mean": "mean of the source's rows " + (_describe(rows) if rows is not None
                                                     else "(all)")}[strategy]
-  logging.info("init.from_checkpoint %s: copied %s; token table and head: %s", path,
-               ", ".join(c for c in COMPONENTS if c in chosen) or "nothing", tables)
+  metrics.announce(f"init.from_checkpoint {path}: copied "
+                   f"{', '.join(c for c in COMPONENTS if c in chosen) or 'nothing'}; "
+                   f"token table and head: {tables}")
   return params
 
 
