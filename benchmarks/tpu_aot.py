@@ -45,6 +45,7 @@ SHARDINGS = {
 NO_WINDOWED_EINSUM = ("--xla_tpu_enable_windowed_einsum_for_all_gather=false "
                       "--xla_tpu_enable_windowed_einsum_for_reduce_scatter=false")
 SHARDINGS["fsdp_nowe"] = dict(SHARDINGS["fsdp"], LIBTPU_INIT_ARGS=NO_WINDOWED_EINSUM)
+SHARDINGS["fsdp_tp4_nowe"] = dict(SHARDINGS["fsdp_tp4"], LIBTPU_INIT_ARGS=NO_WINDOWED_EINSUM)
 # ... and keeping the layers' matmul outputs without a batch dimension (recomputing attention).
 SHARDINGS["fsdp_nowe_dots"] = dict(SHARDINGS["fsdp_nowe"],
                                    **{"model.remat_policy": "dots_no_batch"})
@@ -64,7 +65,8 @@ def grid(name: str) -> list[tuple[str, int, str, str]]:
   first += [(p, s, v5e16, sh) for sh in ("fsdp_nowe", "fsdp_tp4") for p in ("pythia-1b",)
             for s in (0, 3)]
   first += [(p, s, v5e16, "fsdp_nowe") for p in ("llama-1b",) for s in (0, 3)]
-  first += [("pythia-1b", 3, v5e16, "fsdp_nowe_dots")]
+  first += [("pythia-1b", 3, v5e16, "fsdp_nowe_dots"), ("pythia-1b", 3, v5e16, "fsdp_tp4_nowe"),
+            ("llama-1b", 3, v5e16, "fsdp_tp4")]
   first += [(p, s, v5e16, "fsdp") for p in PRESETS for s in (0, 3)]
   first += [("pythia-160m", s, v5e16, "dp") for s in (0, 3)]
   first += [("pythia-410m", 3, "v4-32", "fsdp")]  # the pod launcher's README example
@@ -149,6 +151,13 @@ def fit_cell(out: str, preset: str, s: int, topology: str, shard: str, start: in
   """The fewest microbatches (a power of two from `start`) whose step fits, and that report (or
   the last refusal)."""
   report: dict = {}
+  if not compile_missing:  # the fewest kept microbatches that fit, else the last kept refusal
+    found = (0, {})
+    for micro in MICROBATCHES:
+      kept = compile_cell(out, preset, s, topology, shard, micro, extra, False)
+      if kept and (not found[1] or not found[1].get("train", {}).get("fits")):
+        found = (micro, kept)
+    return found
   micro = start
   while micro in MICROBATCHES:
     report = compile_cell(out, preset, s, topology, shard, micro, extra, compile_missing)

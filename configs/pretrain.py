@@ -30,18 +30,40 @@ _OPTIM = {"70m": (1e-3, 0.01), "160m": (6e-4, 0.01), "410m": (3e-4, 0.1), "1b": 
 # rules (mesh.rules), ici (mesh.ici), microbatches (train.microbatches), remat_policy
 # (model.remat_policy), ponder_remat (ponder.remat), scan_layers (model.scan_layers).
 _FSDP = dict(data=1, fsdp=-1, tensor=1)
+_FSDP_TP4 = dict(data=1, fsdp=-1, tensor=4)
+_REMAT = dict(remat_policy="full", ponder_remat=True, scan_layers=True)
 SLICE_DEFAULTS: dict[tuple[str, str], dict] = {
+    ("pythia-160m", "v5litepod-16"): dict(
+        rules="dp", ici=dict(data=-1, fsdp=1, tensor=1), microbatches=4, **_REMAT,
+        why="replicated params (1.9 GB with AdamW) fit and spare FSDP's windowed einsums: "
+            "estimated 17% MFU vs 8% with FSDP at s=3; s=3 needs 4 microbatches (12.7 GiB of "
+            "16), s=0 fits in one"),
+    ("pythia-410m", "v5litepod-16"): dict(
+        rules="fsdp", ici=_FSDP, microbatches=4, **_REMAT,
+        why="the fewest microbatches that fit s=3 (10.0 GiB of 16; 2 do not); the only sharding "
+            "compiled for it"),
+    ("pythia-410m", "v4-32"): dict(
+        rules="fsdp", ici=_FSDP, microbatches=2, **_REMAT,
+        why="s=3 fits at 2 microbatches (19.7 GiB of 32 per chip; 1 does not); the only sharding "
+            "compiled for it"),
     ("pythia-1b", "v5litepod-16"): dict(
-        rules="fsdp", ici=_FSDP, microbatches=4, remat_policy="full", ponder_remat=True,
-        scan_layers=True,
-        why="s=3 fits from 4 microbatches (12.2 GiB of 16; 2 need more); FSDP+TP4 needs 8 at "
-            "s=3 and is estimated slower at s=0 (31% vs 17-62% MFU); full remat per layer and "
-            "per pass is what fits at 4"),
+        rules="fsdp_tp", ici=_FSDP_TP4, microbatches=8, **_REMAT,
+        why="FSDP x 4-way tensor parallelism at 8 microbatches (9.9 GiB of 16) is estimated at "
+            "27% MFU at s=3 against 13% for FSDP at 4 and 14% at 8 (windowed einsums); FSDP with "
+            "LIBTPU_INIT_ARGS disabling them is estimated at 55% (benchmarks/README.md); "
+            "dots_no_batch remat needs 8 microbatches for no gain"),
+    ("pythia-1.4b", "v5litepod-16"): dict(
+        rules="fsdp", ici=_FSDP, microbatches=4, **_REMAT,
+        why="the fewest microbatches that fit s=3 (13.5 GiB of 16; 2 do not); the only sharding "
+            "compiled for it"),
     ("llama-1b", "v5litepod-16"): dict(
-        rules="fsdp", ici=_FSDP, microbatches=4, remat_policy="full", ponder_remat=True,
-        scan_layers=True,
-        why="2 microbatches take 99% of HBM at s=0 (over the 97% limit); 4 fit at s=0 (55%) and "
-            "s=3 (84%)"),
+        rules="fsdp_tp", ici=_FSDP_TP4, microbatches=8, **_REMAT,
+        why="FSDP x 4-way tensor parallelism at 8 microbatches (12.3 GiB of 16) is estimated at "
+            "17% MFU at s=3 against 11% for FSDP at 4 (2 take 99% of HBM at s=0)"),
+    ("tinyllama-1.1b", "v5litepod-16"): dict(
+        rules="fsdp", ici=_FSDP, microbatches=4, **_REMAT,
+        why="the fewest microbatches that fit s=3 (14.3 GiB of 16; 2 do not); the only sharding "
+            "compiled for it"),
 }
 
 _SLICE_KEYS = {"rules": ("mesh", "rules"), "ici": ("mesh", "ici"),

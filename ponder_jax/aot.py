@@ -28,8 +28,9 @@ of XLA's count on loop-free programs) at the chip's peak bf16 rate, or the progr
 traffic at the chip's HBM bandwidth, whichever takes longer. The traffic (`hlo_traffic`) is
 read from the optimized program: the bytes of every op's operands and results outside fusions,
 as XLA counts them (within ~5% of XLA's count on a loop-free 160M step), skipping arrays the
-compiler put in on-chip memory, each loop body times its trip count. Collectives are assumed to
-overlap with compute; their bytes are reported. A per-op sum would be slower than this bound.
+compiler put in on-chip memories (VMEM, v4's CMEM), each loop body times its trip count.
+Collectives are assumed to overlap with compute; their bytes are reported. A per-op sum would
+be slower than this bound.
 
 It must own its process: the simulated device count is fixed when JAX's backend starts.
 """
@@ -352,10 +353,12 @@ _COLLECTIVES = ("all-gather", "reduce-scatter", "all-reduce", "collective-permut
 
 
 def _array_bytes(shape: str) -> float:
-  """HBM bytes of a (tuple) shape; arrays in memory space S(1) (on-chip VMEM) do not count."""
+  """HBM bytes of a (tuple) shape. Arrays in another memory space S(n) do not count: on-chip
+  VMEM S(1), v4's CMEM S(3) and the scalar memories (S(2), S(4), S(6) hold scalars)."""
   total = 0.0
   for dtype, dims, layout in _ARRAY.findall(shape):
-    if "S(1)" in (layout or ""):
+    space = re.search(r"S\((\d+)\)", layout or "")
+    if space and space.group(1) != "0":
       continue
     sizes = [int(d) for d in dims.split(",") if d]
     order = re.match(r"\{([\d,]*)", layout or "")
