@@ -2,12 +2,14 @@
 procedural warm-up data and latent thoughts."""
 
 import glob
+import importlib.metadata
 import importlib.util
 import os
 
 __version__ = "0.1.0"
 
 _GOOGLE_PCI_VENDOR = "0x1ae0"  # TPU chips show up as PCI devices of this vendor
+_OTHER_ACCELERATORS = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg")
 
 
 def _keep_jax_off_libtpu_without_tpus() -> None:
@@ -21,8 +23,11 @@ def _keep_jax_off_libtpu_without_tpus() -> None:
   if os.environ.get("JAX_PLATFORMS") or "JAX_FORCE_TPU_INIT" in os.environ:
     return
   try:
-    if importlib.util.find_spec("libtpu") is None or importlib.util.find_spec("jax_plugins"):
-      return  # no libtpu, or a GPU (or other) PJRT plugin whose device JAX should find
+    if importlib.util.find_spec("libtpu") is None:
+      return
+    if (importlib.util.find_spec("jax_plugins") or importlib.metadata.entry_points(
+        group="jax_plugins") or any(os.path.exists(p) for p in _OTHER_ACCELERATORS)):
+      return  # a GPU (or other) plugin or device that JAX should find
   except (ImportError, ValueError):
     return
   for vendor in glob.glob("/sys/bus/pci/devices/*/vendor"):
