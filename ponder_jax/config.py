@@ -20,6 +20,7 @@ __all__ = ["ATTENTION_IMPLS", "DTYPES", "FAMILIES", "FEATURES", "MLPS", "NORMS",
 
 ATTENTION_IMPLS = ("auto", "einsum", "xla", "cudnn")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
+PONDER_REMAT_POLICIES = ("auto", "full", "vocab")
 DTYPES = ("float32", "bfloat16", "float16")
 NORMS = ("layernorm", "rmsnorm")
 MLPS = ("gelu", "gelu_tanh", "swiglu")
@@ -150,6 +151,12 @@ class PonderConfig:
   # s sets it so that its arms share one init and differ only in s.
   init_passes: int = 0
   remat: bool = True  # rematerialise each pass: activations of one pass, not s + 1
+  # What a rematerialised pass recomputes in the backward: 'full' its whole forward (one pass's
+  # activations live); 'vocab' only the [B, L, V] head and softmax of its mixture (the layers'
+  # activations are kept, the vocabulary-sized arrays never are); 'auto': 'vocab' on the CPU,
+  # 'full' elsewhere. vocab_chunk > 0: the mixture over blocks of that many rows (no [B, L, V]).
+  remat_policy: str = "auto"
+  vocab_chunk: int = 0
 
   @classmethod
   def from_config(cls, section: Mapping[str, Any] | None,
@@ -178,6 +185,11 @@ class PonderConfig:
     check(isinstance(self.init_passes, int) and not isinstance(self.init_passes, bool)
           and self.init_passes >= 0, "ponder.init_passes", self.init_passes,
           "must be an integer >= 0 (0: this model's own s + 1)")
+    check(self.remat_policy in PONDER_REMAT_POLICIES, "ponder.remat_policy", self.remat_policy,
+          f"must be one of {PONDER_REMAT_POLICIES}")
+    check(isinstance(self.vocab_chunk, int) and not isinstance(self.vocab_chunk, bool)
+          and self.vocab_chunk >= 0, "ponder.vocab_chunk", self.vocab_chunk,
+          "must be an integer >= 0 (0: all rows at once)")
     check(isinstance(self.top_k, int) and self.top_k >= 0, "ponder.top_k", self.top_k,
           "must be an integer >= 0 (0 is the full vocabulary)")
     if vocab_size is not None:
