@@ -116,7 +116,7 @@ def test_check_rejects_bad_overrides_naming_run_and_key(tmp_path, overrides, mes
   config = _config_file(tmp_path, "[]")
   run_plan = sweep.plan(config, str(tmp_path / "w"), [{"train.seed": 1}, overrides])
   with pytest.raises(sweep.SweepError) as e:
-    sweep.check(config, run_plan)
+    sweep.check(run_plan)
   assert message in str(e.value)
   assert f"run '{run_plan[1].name}'" in str(e.value)
 
@@ -125,7 +125,7 @@ def test_check_accepts_valid_runs_with_int_for_float(tmp_path):
   config = _config_file(tmp_path, "[]")
   runs = [{"data.pause.ratio": 0, "ponder.steps": 1}, {"optim.lr": 3e-3, "model.dtype":
                                                       "bfloat16"}]
-  sweep.check(config, sweep.plan(config, str(tmp_path / "w"), runs), {"train.steps": 2})
+  sweep.check(sweep.plan(config, str(tmp_path / "w"), runs, {"train.steps": 2}))
 
 
 def test_load_sweep_errors(tmp_path):
@@ -215,4 +215,4 @@ def test_shipped_ablation_sweeps_pass_the_preflight_check(name, count, tmp_path)
   config = os.path.join(ROOT, "configs", "sweeps", f"{name}.py")
   runs = sweep.load_sweep(config)
   assert len(runs) == count
-  sweep.check(config, sweep.plan(config, str(tmp_path), runs))
+  sweep.check(sweep.plan(config, str(tmp_path), runs))

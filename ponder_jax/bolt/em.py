@@ -258,3 +258,7 @@ def main(argv=None) -> None:
       raise SystemExit(f"ponder-bolt: invalid config: {e}") from None
 
   app.run(_main, argv)
+
+
+if __name__ == "__main__":
+  main()

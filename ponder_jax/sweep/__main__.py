@@ -1,0 +1,3 @@
+from ponder_jax.sweep.cli import main
+
+main()
