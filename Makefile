@@ -8,7 +8,8 @@ WORKDIR ?= runs/demo
 # Parallel test workers; the simulated 8-device mesh lives inside each worker.
 TEST_WORKERS ?= 2
 
-.PHONY: demo test lint install bench clean
+.PHONY: demo test lint install bench clean reproduce-ponder reproduce-pause reproduce-procedural \
+	reproduce-bolt reproduce-combined
 
 install: $(STAMP)
 
@@ -31,6 +32,14 @@ lint: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --durations=15 tests
+
+# The papers' claims (configs/reproduce/, RESULTS.md): `make reproduce-pause TIER=claim`.
+# TIER: smoke (seconds), mechanics (CPU-minutes, the default) or claim (the paper's effect).
+TIER ?= mechanics
+PARALLEL ?= 1
+reproduce-%: $(STAMP)
+	$(VENV)/bin/ponder-sweep --config=configs/reproduce/$*.py:$(TIER) \
+	    --workdir=runs/reproduce/$*-$(TIER) --parallel=$(PARALLEL)
 
 bench: $(STAMP)
 	$(PY) benchmarks/train_step.py

@@ -39,7 +39,7 @@ def _main(argv: Sequence[str]) -> None:
   try:
     run_plan = runner.plan(config, f.workdir, dsl.load_stages(config), base)
     runner.check(run_plan)
-    report = dsl.load_report(config)
+    reports = dsl.load_reports(config)
   except dsl.SweepError as e:
     print(f"ponder-sweep: {e}", file=sys.stderr)
     sys.exit(2)
@@ -69,9 +69,9 @@ def _main(argv: Sequence[str]) -> None:
   paths = summary.write_summary(f.workdir, rows, results)
   print(summary.format_table(rows))
   print(f"summary: {paths['csv']}, {paths['json']}, {paths['png']}")
-  if report is not None:
+  for report in reports:
     print(summary.write_report(f.workdir, rows, report))
-    print(f"report: {os.path.join(f.workdir, 'report.md')}, report.json, report.png")
+    print(f"report: {os.path.join(f.workdir, report.name)}.{{md,json,png}}")
   failed = [r.run.name for r in results if r.status != "ok"]
   if failed:
     print(f"ponder-sweep: {len(failed)} run(s) not ok: {', '.join(failed)} (see their "

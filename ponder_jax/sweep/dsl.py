@@ -9,6 +9,7 @@
   product(s1, s2, ...)     every combination (keys must differ)
   zipped(s1, s2, ...)      the i-th of each, merged (equal lengths)
   chain(s1, s2, ...)       one after the other
+  tier(arg, TIERS)         a study file's size (smoke | mechanics | claim) from its argument
   arms(name=overrides...)  named arms: each run carries `arm=<name>` (not a config key) plus
                            its overrides; reports group runs by arm
   stage(name, runs, ...)   a step of a multi-stage study: its own config file and program
@@ -159,6 +160,20 @@ def as_stages(s: Sequence[Stage] | Sequence[Mapping[str, Any]]) -> list[Stage]:
   return items
 
 
+def tier(arg: str, tiers: Mapping[str, Any], parts: Sequence[str] = ()) -> tuple[str, Any, str]:
+  """A study file's argument 'tier' or 'tier,part' -> (tier, tiers[tier], part or '').
+
+  Studies take their size from a tier (smoke: seconds, for tests; mechanics: CPU-minutes;
+  claim: the paper's effect) and, when their stages use different configs, a part."""
+  name, _, part = (arg or "").partition(",")
+  if name not in tiers:
+    raise SweepError(f"unknown tier {name!r}: use one of {', '.join(tiers)} "
+                     "(e.g. --config=configs/reproduce/<claim>.py:mechanics)")
+  if part and part not in parts:
+    raise SweepError(f"unknown part {part!r} of tier {name!r}: use one of {', '.join(parts)}")
+  return name, tiers[name], part
+
+
 # Loading ------------------------------------------------------------------------------------
 def _load_module(path: str):
   if not os.path.isfile(path):
@@ -209,11 +224,17 @@ def load_sweep(config: str) -> list[Override]:
   return [run for item in load_stages(config) for run in item.runs]
 
 
-def load_report(config: str):
-  """The sweep file's get_report() (a summary.Report), or None when it defines none."""
+def load_reports(config: str) -> list:
+  """The sweep file's get_report(): a summary.Report or a list of them (none when undefined)."""
   path, _, arg = config.partition(":")
   module = _load_module(path)
-  return _call(module, "get_report", arg) if hasattr(module, "get_report") else None
+  reports = _call(module, "get_report", arg) if hasattr(module, "get_report") else []
+  reports = list(reports) if isinstance(reports, (list, tuple)) else [reports]
+  names = [r.name for r in reports]
+  if len(set(names)) < len(names):
+    raise SweepError(f"{path}: get_report() returns two reports named the same ({names}); "
+                     "give each its own Report(name=...)")
+  return reports
 
 
 # Naming -------------------------------------------------------------------------------------
@@ -258,13 +279,23 @@ def _order(label: str) -> tuple[bool, str]:
   return (label != ARM, label)  # the arm first, then the other keys by label
 
 
+def _arm_own(key: str, run: Override, runs: Sequence[Override]) -> bool:
+  """Whether `key` is part of what the run's arm is: set only by that arm, to one value (the
+  arm's name then says it)."""
+  if ARM not in run or key == ARM:
+    return False
+  same_arm = [r for r in runs if r.get(ARM) == run[ARM]]
+  return (all(r.get(key) == run[key] for r in same_arm)
+          and not any(key in r for r in runs if r.get(ARM) != run[ARM]))
+
+
 def run_names(runs: Sequence[Override]) -> list[str]:
-  """Stable, filesystem-safe names, e.g. 'ratio=0.1_steps=3' (sorted; an arm's name first;
-  'base' for none)."""
+  """Stable, filesystem-safe names, e.g. 'ratio=0.1_steps=3' (sorted; 'base' for none); a
+  run of a named arm is '<arm>_<the other keys>' ('ponder_lr=0.003_seed=0')."""
   labels = _labels(k for run in runs for k in run)
   names = []
   for run in runs:
-    keys = sorted(run, key=lambda k: _order(labels[k]))
+    keys = sorted((k for k in run if not _arm_own(k, run, runs)), key=lambda k: _order(labels[k]))
     name = "_".join(run[k] if k == ARM else f"{labels[k]}={_slug(run[k])}" for k in keys) \
         or "base"
     name = re.sub(r"[^A-Za-z0-9_.+=~-]+", "-", name)

@@ -24,7 +24,7 @@ import math
 import os
 import re
 import statistics
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from ponder_jax.sweep.dsl import ARM
 from ponder_jax.sweep.runner import Result, parse
@@ -185,11 +185,13 @@ class Report:
   metrics: tuple[str, ...]  # the columns, e.g. ("eval/shakespeare/loss", "flops_per_token")
   select: str  # the metric that picks each arm's LR (mean over seeds)
   higher_is_better: bool = False
-  stage: str | None = None  # the stage whose runs are reported (None: the last)
+  stage: str | tuple[str, ...] | None = None  # the stage(s) reported (None: the last)
   arm_key: str = ARM  # what names an arm (runs without it are grouped by their overrides)
   seed_key: str = "train.seed"
   lr_key: str = "optim.lr"
   title: str = ""
+  name: str = "report"  # its files: <name>.md, <name>.json, <name>.png
+  derive: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None  # extra columns per row
 
   def __post_init__(self):
     if self.select not in self.metrics:
@@ -214,10 +216,13 @@ def _stats(values: Sequence[float]) -> tuple[float | None, float | None]:
 def aggregate(rows: Sequence[Mapping[str, Any]], report: Report) -> list[dict[str, Any]]:
   """One row per arm (in first-seen order): its best LR, seeds, and each metric's mean/std."""
   stages = [row.get("stage", "") for row in rows]
-  stage = report.stage if report.stage is not None else (stages[-1] if stages else "")
+  chosen_stages = report.stage if report.stage is not None else (stages[-1:] or [""])
+  chosen_stages = {chosen_stages} if isinstance(chosen_stages, str) else set(chosen_stages)
   arms: dict[str, list[Mapping[str, Any]]] = {}
+  if report.derive is not None:
+    rows = [{**row, **report.derive(row)} for row in rows]
   for row in rows:
-    if row.get("stage", "") == stage:
+    if row.get("stage", "") in chosen_stages:
       arms.setdefault(_arm(row, report), []).append(row)
   out = []
   for arm, arm_rows in arms.items():
@@ -261,18 +266,19 @@ def report_table(arms: Sequence[Mapping[str, Any]], report: Report) -> list[dict
 
 
 def write_report(workdir: str, rows: Sequence[Mapping[str, Any]], report: Report) -> str:
-  """report.json, report.md (the table) and report.png (the selection metric per arm, and
-  against the LR); returns the markdown table."""
+  """<name>.json, <name>.md (the table) and <name>.png (the selection metric per arm, and
+  against the LR); returns the markdown."""
   arms = aggregate(rows, report)
   table = report_table(arms, report)
   columns = ["arm", "lr", "seeds", *report.metrics] + (["failed"] if any(
       "failed" in r for r in table) else [])
-  markdown = _markdown(table, columns)
-  with open(os.path.join(workdir, "report.md"), "w", encoding="utf-8") as f:
-    f.write((f"{report.title}\n\n" if report.title else "") + markdown)
-  with open(os.path.join(workdir, "report.json"), "w", encoding="utf-8") as f:
+  markdown = (f"{report.title}\n\n" if report.title else "") + _markdown(table, columns)
+  path = os.path.join(workdir, report.name)
+  with open(f"{path}.md", "w", encoding="utf-8") as f:
+    f.write(markdown)
+  with open(f"{path}.json", "w", encoding="utf-8") as f:
     json.dump(arms, f, indent=2, default=repr)
-  _plot_report(os.path.join(workdir, "report.png"), arms, report)
+  _plot_report(f"{path}.png", arms, report)
   return markdown
 
 
