@@ -5,11 +5,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 WORKDIR ?= runs/demo
+CLAIMS := ponder pause procedural bolt combined
 # Parallel test workers; the simulated 8-device mesh lives inside each worker.
 TEST_WORKERS ?= 2
 
-.PHONY: demo test lint install bench clean reproduce-ponder reproduce-pause reproduce-procedural \
-	reproduce-bolt reproduce-combined
+.PHONY: demo test lint install bench clean $(addprefix reproduce-,$(CLAIMS))
 
 install: $(STAMP)
 
@@ -37,7 +37,7 @@ test: $(STAMP)
 # TIER: smoke (seconds), mechanics (CPU-minutes, the default) or claim (the paper's effect).
 TIER ?= mechanics
 PARALLEL ?= 1
-reproduce-%: $(STAMP)
+$(addprefix reproduce-,$(CLAIMS)): reproduce-%: $(STAMP)
 	$(VENV)/bin/ponder-sweep --config=configs/reproduce/$*.py:$(TIER) \
 	    --workdir=runs/reproduce/$*-$(TIER) --parallel=$(PARALLEL)
 
