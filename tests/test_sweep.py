@@ -1,5 +1,6 @@
-"""Tests for ponder_jax/sweep.py: the combinators, run names, the pre-flight checks (unknown keys,
-ml-collections type rules, config validation) and a real sweep of four tiny training runs."""
+"""Tests for ponder_jax/sweep/: the combinators, run names, the pre-flight checks (unknown keys,
+ml-collections type rules, config validation), a real sweep of four tiny training runs, and
+studies (stages, arms, per-arm reports, resuming)."""
 
 import csv
 import json
@@ -216,3 +217,117 @@ def test_shipped_ablation_sweeps_pass_the_preflight_check(name, count, tmp_path)
   runs = sweep.load_sweep(config)
   assert len(runs) == count
   sweep.check(sweep.plan(config, str(tmp_path), runs))
+
+
+# Studies: stages, arms, reports -------------------------------------------------------------
+def _stages():
+  return [sweep.stage("pre", sweep.product(sweep.arms(a={}, b={"x.y": 1}),
+                                           sweep.values("train.seed", [0, 1]))),
+          sweep.stage("ft", sweep.arms(s={}, p={"m": 10}), config="ft.py:t", after="pre",
+                      inherit=("train.seed",)),
+          sweep.stage("solo", {"k": "v"}, program="bolt")]
+
+
+def test_arm_names_say_the_arm_and_only_what_varies_within_it():
+  runs = sweep.product(sweep.arms(vanilla={}, ponder={"ponder.steps": 3}),
+                       sweep.values("optim.lr", [1e-3, 3e-3]))
+  assert sweep.run_names(runs) == ["vanilla_lr=0.001", "vanilla_lr=0.003", "ponder_lr=0.001",
+                                   "ponder_lr=0.003"]
+  assert runs[2] == {"arm": "ponder", "ponder.steps": 3, "optim.lr": 1e-3}
+  with pytest.raises(sweep.SweepError, match="sets 'arm' itself"):
+    sweep.arms(a={"arm": "b"})
+
+
+def test_stages_chain_runs_to_their_parents(tmp_path):
+  plan = sweep.plan("study.py", str(tmp_path), _stages(), {"train.steps": 2})
+  names = [(r.stage, r.name) for r in plan]
+  assert names == [("pre", "a_seed=0"), ("pre", "a_seed=1"), ("pre", "b_seed=0"),
+                   ("pre", "b_seed=1"), ("ft", "a_seed=0+s"), ("ft", "a_seed=0+p"),
+                   ("ft", "a_seed=1+s"), ("ft", "a_seed=1+p"), ("ft", "b_seed=0+s"),
+                   ("ft", "b_seed=0+p"), ("ft", "b_seed=1+s"), ("ft", "b_seed=1+p"),
+                   ("solo", "k=v")]
+  child = plan[11]  # b_seed=1+p
+  assert child.parent == "b_seed=1" and child.workdir == str(tmp_path / "ft" / "b_seed=1+p")
+  assert child.args[0] == "--config=ft.py:t"
+  # The parent's workdir, the inherited seed, the base and its own keys; not the parent's x.y.
+  assert child.config_overrides == {"train.steps": 2, "m": 10, "train.seed": 1,
+                                    "init.from_checkpoint": str(tmp_path / "pre" / "b_seed=1")}
+  # Its row says its whole lineage: both arms, and the parent's keys.
+  assert child.overrides == {"arm": "b+p", "x.y": 1, "train.seed": 1, "m": 10}
+  assert plan[-1].program == "bolt" and plan[-1].command()[0] == "ponder-bolt"
+
+
+def test_study_definitions_are_checked():
+  with pytest.raises(sweep.SweepError, match="runs after 'later'"):
+    sweep.as_stages([sweep.stage("a", {}, after="later"), sweep.stage("later", {})])
+  with pytest.raises(sweep.SweepError, match="two stages are named 'a'"):
+    sweep.as_stages([sweep.stage("a", {}), sweep.stage("a", {})])
+  with pytest.raises(sweep.SweepError, match="mixes stages and plain overrides"):
+    sweep.as_stages([sweep.stage("a", {}), {"k": 1}])
+  with pytest.raises(sweep.SweepError, match="program='python'"):
+    sweep.stage("a", {}, program="python")
+  with pytest.raises(sweep.SweepError, match="inherits 'train.seed'"):
+    sweep.plan("c.py", "w", [sweep.stage("a", {}), sweep.stage("b", {}, after="a",
+                                                                inherit=("train.seed",))])
+  with pytest.raises(sweep.SweepError, match="unknown tier 'huge': use one of smoke, claim"):
+    sweep.tier("huge", {"smoke": {}, "claim": {}})
+  with pytest.raises(sweep.SweepError, match="unknown part 'x'"):
+    sweep.tier("smoke,x", {"smoke": {}}, parts=("finetune",))
+  assert sweep.tier("smoke,finetune", {"smoke": 1}, parts=("finetune",)) == ("smoke", 1,
+                                                                              "finetune")
+
+
+def test_execute_skips_finished_runs_and_the_children_of_failed_ones(tmp_path):
+  """A stage starts after the one before; a run that finished with the same command line is not
+  run again; a run whose parent failed is skipped, not started."""
+  script = ("import sys; open(sys.argv[2].split('=', 1)[1] + '/ran', 'a').write('x'); "
+            "sys.exit(3 if any('fail' in a for a in sys.argv) else 0)")
+  stages = [sweep.stage("pre", sweep.values("k", ["ok", "fail"])),
+            sweep.stage("ft", {"m": 1}, after="pre")]
+  plan = sweep.plan("unused.py", str(tmp_path), stages)
+  program = (sys.executable, "-c", script)
+  results = sweep.execute(plan, program=program)
+  assert [r.status for r in results] == ["ok", "failed (3)", "ok",
+                                         "skipped (its parent failed)"]
+  assert not (tmp_path / "ft" / "k=fail+m=1").exists()
+  again = sweep.execute(plan, program=program)
+  assert [r.status for r in again] == ["ok", "failed (3)", "ok", "skipped (its parent failed)"]
+  # Finished runs did not run again; the failed one did.
+  assert (tmp_path / "pre" / "k=ok" / "ran").read_text() == "x"
+  assert (tmp_path / "pre" / "k=fail" / "ran").read_text() == "xx"
+  # A changed command line runs again.
+  changed = sweep.plan("unused.py", str(tmp_path), stages, {"extra": 1})
+  sweep.execute(changed[:1], program=program)
+  assert (tmp_path / "pre" / "k=ok" / "ran").read_text() == "xx"
+
+
+def _row(arm, lr, seed, loss, status="ok"):
+  return {"run": f"{arm}{lr}{seed}", "status": status, "arm": arm, "optim.lr": lr,
+          "train.seed": seed, "loss": loss, "acc": -loss}
+
+
+def test_report_keeps_each_arms_best_lr_by_its_mean_over_seeds(tmp_path):
+  rows = [_row("a", 1e-3, 0, 3.0), _row("a", 1e-3, 1, 3.4),   # mean 3.2
+          _row("a", 3e-3, 0, 2.9), _row("a", 3e-3, 1, 3.7),   # mean 3.3: one good seed only
+          _row("b", 1e-3, 0, 2.0), _row("b", 1e-3, 1, 9.0, status="failed (1)"),
+          _row("b", 3e-3, 0, 2.5), _row("b", 3e-3, 1, 2.7)]   # mean 2.6 vs 2.0 (one seed)
+  report = sweep.Report(metrics=("loss", "acc"), select="loss")
+  arms = sweep.aggregate(rows, report)
+  assert [(a["arm"], a["lr"], a["seeds"]) for a in arms] == [("a", 1e-3, 2), ("b", 1e-3, 1)]
+  assert arms[0]["loss"] == pytest.approx(3.2) and arms[0]["loss std"] == pytest.approx(
+      0.2828, abs=1e-4)
+  assert arms[1]["failed"] == 1 and arms[1]["lrs"] == {1e-3: 2.0, 3e-3: 2.6}
+  # Higher is better: the same rows pick by the largest mean.
+  best = sweep.aggregate(rows, sweep.Report(metrics=("acc",), select="acc",
+                                            higher_is_better=True))
+  assert [a["lr"] for a in best] == [1e-3, 1e-3]
+  # Derived columns, and the files.
+  derived = sweep.Report(metrics=("twice",), select="twice", name="mine",
+                         derive=lambda row: {"twice": 2 * row["loss"]})
+  markdown = sweep.write_report(str(tmp_path), rows, derived)
+  assert "| a | 0.001 | 2 | 6.4 ± 0.57 |" in markdown
+  assert (tmp_path / "mine.md").read_text() == markdown
+  assert json.loads((tmp_path / "mine.json").read_text())[0]["twice"] == pytest.approx(6.4)
+  assert (tmp_path / "mine.png").stat().st_size > 0
+  with pytest.raises(ValueError, match="select='nope' must be one of"):
+    sweep.Report(metrics=("loss",), select="nope")
