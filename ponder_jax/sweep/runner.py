@@ -5,8 +5,8 @@ sweep puts its runs in `DIR/<run name>`; a study puts them in `DIR/<stage>/<run 
 run of a stage with `after=` is named `<parent run>+<own name>`. `check` builds every run's
 config from its exact command line and validates it before anything starts. `execute` runs the
 stages in order, each run as a subprocess (N at a time), its output in `<run>/train.log`; a run
-that finished with the same command line before (`<run>/sweep_done.json`) is not run again, and a
-run whose parent failed is skipped.
+that finished before with the same command line and the same config (`<run>/sweep_done.json`) is
+not run again, and a run whose parent failed is skipped.
 
 Not here: the sweep language (dsl.py), tables and plots (summary.py).
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import hashlib
 import json
 import os
 import posixpath
@@ -185,14 +186,24 @@ class Result:
     return {None: "not run", 0: "ok"}.get(self.returncode, f"failed ({self.returncode})")
 
 
+def _fingerprint(run: Run) -> str:
+  """What the run's program is given: its command line and the config it builds from it (a
+  config file edited since counts as a different run)."""
+  try:
+    config = parse(run.args).to_json_best_effort(sort_keys=True)
+  except Exception:  # pylint: disable=broad-except
+    config = ""  # a command line that is not a config (tests' fake programs)
+  return hashlib.sha1(json.dumps([list(run.args), config]).encode()).hexdigest()
+
+
 def done(run: Run) -> dict[str, Any] | None:
-  """The record of an earlier successful execution with the same command line, if any."""
+  """The record of an earlier successful execution of the same run, if any."""
   path = os.path.join(run.workdir, DONE)
   if not os.path.exists(path):
     return None
   with open(path, encoding="utf-8") as f:
     record = json.load(f)
-  return record if record.get("args") == list(run.args) else None
+  return record if record.get("fingerprint") == _fingerprint(run) else None
 
 
 def execute(run_plan: Sequence[Run], parallel: int = 1,
@@ -247,7 +258,8 @@ def _execute(run_plan: Sequence[Run], results: list[Result], pending: list[int],
         del active[i]
         if result.returncode == 0:
           with open(os.path.join(result.run.workdir, DONE), "w", encoding="utf-8") as f:
-            json.dump({"args": list(result.run.args), "seconds": result.seconds}, f)
+            json.dump({"args": list(result.run.args), "fingerprint": _fingerprint(result.run),
+                       "seconds": result.seconds}, f)
         print(f"[{i + 1}/{len(run_plan)}] {result.status}: {run_plan[i].name} "
               f"({result.seconds:.0f} s; log {run_plan[i].workdir}/train.log)", flush=True)
       time.sleep(0.2)
