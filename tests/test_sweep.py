@@ -331,3 +331,19 @@ def test_report_keeps_each_arms_best_lr_by_its_mean_over_seeds(tmp_path):
   assert (tmp_path / "mine.png").stat().st_size > 0
   with pytest.raises(ValueError, match="select='nope' must be one of"):
     sweep.Report(metrics=("loss",), select="nope")
+
+
+def test_a_finished_run_runs_again_when_its_config_file_changed(tmp_path):
+  config = _config_file(tmp_path, "[{'train.seed': 1}]")
+  plan = sweep.plan(config, str(tmp_path / "w"), sweep.load_sweep(config))
+  script = "import sys; open(sys.argv[2].split('=', 1)[1] + '/ran', 'a').write('x')"
+  program = (sys.executable, "-c", script)
+  sweep.execute(plan, program=program)
+  sweep.execute(plan, program=program)
+  ran = tmp_path / "w" / "seed=1" / "ran"
+  assert ran.read_text() == "x"
+  with open(config, "a", encoding="utf-8") as f:  # the same command line, another config
+    f.write("\n_get = get_config\ndef get_config():\n  c = _get()\n  c.train.steps = 7\n"
+            "  return c\n")
+  sweep.execute(plan, program=program)
+  assert ran.read_text() == "xx"
