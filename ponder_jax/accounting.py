@@ -36,16 +36,17 @@ def analytic_param_count(cfg: ModelConfig) -> int:
   """The parameter count `Transformer(cfg).init` produces, without building it."""
   d, h, g, k, f, v = (cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.d_ff,
                       cfg.vocab_size)
-  bias = cfg.family != "llama"
-  norm = d if cfg.family == "llama" else 2 * d
+  features = cfg.features
+  bias = features.bias
+  norm = 2 * d if features.norm == "layernorm" else d  # LayerNorm: scale and bias
   attention = d * h * k + d * 2 * g * k + h * k * d + bias * (h * k + 2 * g * k + d)
-  if cfg.family == "llama":
-    mlp = 3 * d * f
+  if features.mlp == "swiglu":
+    mlp = 3 * d * f + bias * (2 * f + d)
   else:
     mlp = 2 * d * f + bias * (f + d)
   per_layer = attention + mlp + 2 * norm
   embeddings = v * d * (1 if cfg.tie_embeddings else 2)
-  positions = cfg.max_len * d if cfg.family == "gpt2" else 0
+  positions = cfg.max_len * d if features.learned_positions else 0
   return cfg.n_layers * per_layer + norm + embeddings + positions
 
 
@@ -57,7 +58,7 @@ def pass_flops_per_token(cfg: ModelConfig, seq_len: int,
                       cfg.vocab_size)
   projections = 2 * d * (h * k + 2 * g * k) + 2 * h * k * d
   attention = attention_share * (2 * 2 * seq_len * h * k)
-  mlp = 2 * d * f * (3 if cfg.family == "llama" else 2)
+  mlp = 2 * d * f * (3 if cfg.features.mlp == "swiglu" else 2)
   return cfg.n_layers * (projections + attention + mlp), 2 * d * v, 2 * v * d
 
 

@@ -28,8 +28,9 @@ MLPS = ("gelu", "gelu_tanh", "swiglu")
 
 @dataclasses.dataclass(frozen=True)
 class FamilyFeatures:
-  """What the blocks of a model family are made of. The model and the config's validation read
-  these, never the family's name, so a new family is one `FEATURES` entry."""
+  """What the blocks of a model family are made of. The model, the config's validation, the
+  parameter and FLOP counts (accounting.py) and the init checks read these, never the family's
+  name, so a new family is one `FEATURES` entry."""
   bias: bool  # every projection has a bias
   norm: str  # NORMS: LayerNorm (scale and bias) or RMSNorm (scale only)
   mlp: str  # MLPS: GELU (erf), GELU (tanh approximation), or SwiGLU (gate and up projections)
