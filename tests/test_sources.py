@@ -377,3 +377,7 @@ def test_missing_shipped_text_names_the_key(tmp_path, monkeypatch):
   monkeypatch.setenv("PONDER_JAX_DATA_DIR", str(tmp_path))
   with pytest.raises(ConfigError, match=r"data.sources.s.path.*PONDER_JAX_DATA_DIR"):
     sources.validate_source("s", sources.source_config("text"))
+
+
+def test_every_kind_has_one_opener():
+  assert set(sources._OPENERS) == set(sources.KINDS)  # pylint: disable=protected-access

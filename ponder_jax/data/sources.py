@@ -47,7 +47,10 @@ pairs: `prompt <pause>*M target` in mapped symbols, no bos/eos), laid out by
 pause.pause_finetune_example with the loss on the target (and eos) only; prompt and target are
 tokenized separately. Every example is checked against the vocabulary size.
 
-Not here: shuffling, pause insertion, per-host slicing, mixing and packing (pipeline.py).
+`open_source` opens a split through its kind's entry of one table of openers (`_OPENERS`).
+
+Not here: shuffling, pause insertion, per-host slicing (streams.py), mixing and packing
+(pipeline.py).
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ import json
 import math
 import os
 import re
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import grain
 import ml_collections
@@ -500,88 +503,145 @@ def has_eval_split(spec: SourceSpec) -> bool:
 
 
 def open_source(spec: SourceSpec, vocab: Vocabulary, split: str = "train") -> TokenSource:
-  """Opens one split of a validated source. Raises ConfigError (naming the key) on an empty
-  source, a vocabulary too small for a procedural task, or a split with no held-out part."""
+  """Opens one split of a validated source with its kind's opener (`_OPENERS`). Raises
+  ConfigError (naming the key) on an empty source, a vocabulary too small for a procedural task,
+  or a split with no held-out part."""
   if split not in SPLITS:
     raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-  o, kind, report = spec.options, spec.kind, JsonlReport()
-  path = o.get("path", "")
-  describe = lambda i: f"{path or kind} document {i}"  # noqa: E731
   if split == "eval" and not has_eval_split(spec):
-    raise ConfigError(f"{spec.key}.eval_fraction" if "eval_fraction" in o else
+    raise ConfigError(f"{spec.key}.eval_fraction" if "eval_fraction" in spec.options else
                       f"{spec.key}.eval_split", 0, f"source '{spec.name}' has no eval split")
-  if kind == "tfds" and o["layout"] != "text":  # a dataset written by tfds_builders.py
-    records = tfds_records.TfdsRecords(
-        o["name"], o["split"] if split == "train" else o["eval_split"],
-        data_dir=o["data_dir"], layout=o["layout"], key=spec.key,
-        split_key="split" if split == "train" else "eval_split")
-    describe = lambda i: f"tfds {o['name']} record {i}"  # noqa: E731
-    if o["layout"] == "procedural":
-      if records.num_symbols > vocab.num_procedural:
-        raise ConfigError(f"{spec.key}.name", o["name"],
-                          f"needs {records.num_symbols} procedural symbols but the vocabulary "
-                          f"reserves {vocab.num_procedural}")
-      to_tokens = _procedural_example(vocab)
-    else:
-      to_tokens = _thought_example(vocab, o["prior_prob"])
-  elif kind in ("text", "jsonl", "array_record", "tfds"):
-    to_tokens = _text_example(vocab)
-    if kind == "text":
-      records = _text_documents(spec)
-      describe = lambda i: f"{path or SHIPPED_TEXT} document {i}"  # noqa: E731
-    elif kind == "jsonl":
-      records = []
-      for file in _expand_paths(path):
-        records += read_jsonl_texts(file, o["field"], on_error=o["on_error"], report=report)
-    elif kind == "array_record":
-      records = _ArrayRecordTexts(_expand_paths(path), o["field"], spec.key)
-      describe = lambda i: f"{path} record {i}"  # noqa: E731
-    else:
-      records = _TfdsTexts(spec, o["split"] if split == "train" else o["eval_split"])
-      describe = lambda i: f"tfds {o['name']} record {i}"  # noqa: E731
-    if kind != "tfds":
-      _check_nonempty(records, spec, "train")
-      records = _split_tail(records, spec, split)
-  elif kind == "thoughts":
-    doc_ids, records = [], []
-    for file in _expand_paths(path):
-      ids, docs = thoughts.read_thought_records(file)
-      doc_ids += ids
-      records += docs
-    _check_nonempty(records, spec, "train")
-    records = _split_tail(records, spec, split)
-    to_tokens = _thought_example(vocab, o["prior_prob"])
-    describe = lambda i: f"{path} doc_id {doc_ids[records.start + i]!r}"  # noqa: E731
-  elif kind == "math":
-    records = _MathRecords(spec, split, "chunks" if o["thoughts"] else "text")
-    to_tokens = (_thought_example(vocab, o["prior_prob"]) if o["thoughts"]
-                 else _text_example(vocab))
-    describe = lambda i: f"math corpus {records.split} item {i}"  # noqa: E731
-  elif kind == "procedural":
-    records = _open_procedural(spec, vocab, split)
-    to_tokens = _procedural_example(vocab)
-    describe = lambda i: f"{o['task']} item {i}"  # noqa: E731
-  else:  # finetune
-    generator, m = o["generator"], o["num_pauses"]
-    if generator == "jsonl":
-      records = []
-      for file in _expand_paths(path):
-        records += read_jsonl_fields(file, (o["prompt_field"], o["target_field"]),
-                                     on_error=o["on_error"], report=report)
-      _check_nonempty(records, spec, "train")
-      records = _split_tail(records, spec, split)
-      to_tokens = _finetune_text_example(vocab, m)
-    elif generator == "math":
-      records = _MathRecords(spec, split, "pair")
-      to_tokens = _finetune_text_example(vocab, m)
-      describe = lambda i: f"math corpus {records.split} item {i}"  # noqa: E731
-    else:
-      records = _open_procedural(spec, vocab, split)
-      to_tokens = _finetune_procedural_example(vocab, m, spec.key)
-      describe = lambda i: f"{o['task']} item {i}"  # noqa: E731
-  _check_nonempty(records, spec, split)
-  return TokenSource(spec, split, records, to_tokens, vocab.vocab_size, describe,
-                     report.skipped, report.first_error)
+  report = JsonlReport()
+  opened = _OPENERS[spec.kind](spec, vocab, split, report)
+  _check_nonempty(opened.records, spec, split)
+  return TokenSource(spec, split, opened.records, opened.to_tokens, vocab.vocab_size,
+                     opened.describe, report.skipped, report.first_error)
+
+
+class _Opened(NamedTuple):
+  """What a kind's opener returns: the split's records and how to read them."""
+  records: Any  # random access: len() and [i]
+  to_tokens: Callable[[Any, np.random.Generator], dict[str, np.ndarray]]
+  describe: Callable[[int], str]  # record index -> where it came from, for error messages
+
+
+# An opener: (spec, vocab, split, report of skipped JSONL lines) -> the opened split.
+_Opener = Callable[[SourceSpec, Vocabulary, str, JsonlReport], _Opened]
+
+
+def _held_out(records: Any, spec: SourceSpec, split: str) -> Any:
+  """The split of a source whose held-out part is the tail of its records (eval_fraction)."""
+  _check_nonempty(records, spec, "train")
+  return _split_tail(records, spec, split)
+
+
+def _open_text(spec: SourceSpec, vocab: Vocabulary, split: str, report: JsonlReport) -> _Opened:
+  del report
+  path = spec.options["path"] or SHIPPED_TEXT
+  return _Opened(_held_out(_text_documents(spec), spec, split), _text_example(vocab),
+                 lambda i: f"{path} document {i}")
+
+
+def _open_jsonl(spec: SourceSpec, vocab: Vocabulary, split: str, report: JsonlReport) -> _Opened:
+  o = spec.options
+  records = []
+  for file in _expand_paths(o["path"]):
+    records += read_jsonl_texts(file, o["field"], on_error=o["on_error"], report=report)
+  return _Opened(_held_out(records, spec, split), _text_example(vocab),
+                 lambda i: f"{o['path'] or spec.kind} document {i}")
+
+
+def _open_array_record(spec: SourceSpec, vocab: Vocabulary, split: str,
+                       report: JsonlReport) -> _Opened:
+  del report
+  path = spec.options["path"]
+  records = _ArrayRecordTexts(_expand_paths(path), spec.options["field"], spec.key)
+  return _Opened(_held_out(records, spec, split), _text_example(vocab),
+                 lambda i: f"{path} record {i}")
+
+
+def _open_tfds(spec: SourceSpec, vocab: Vocabulary, split: str, report: JsonlReport) -> _Opened:
+  """A text field of any TFDS dataset, or a procedural / thoughts dataset of tfds_builders.py."""
+  del report
+  o = spec.options
+  tfds_split = o["split"] if split == "train" else o["eval_split"]
+  describe = lambda i: f"tfds {o['name']} record {i}"  # noqa: E731
+  if o["layout"] == "text":
+    return _Opened(_TfdsTexts(spec, tfds_split), _text_example(vocab), describe)
+  records = tfds_records.TfdsRecords(
+      o["name"], tfds_split, data_dir=o["data_dir"], layout=o["layout"], key=spec.key,
+      split_key="split" if split == "train" else "eval_split")
+  if o["layout"] == "thoughts":
+    return _Opened(records, _thought_example(vocab, o["prior_prob"]), describe)
+  if records.num_symbols > vocab.num_procedural:
+    raise ConfigError(f"{spec.key}.name", o["name"],
+                      f"needs {records.num_symbols} procedural symbols but the vocabulary "
+                      f"reserves {vocab.num_procedural}")
+  return _Opened(records, _procedural_example(vocab), describe)
+
+
+def _open_thoughts(spec: SourceSpec, vocab: Vocabulary, split: str,
+                   report: JsonlReport) -> _Opened:
+  del report
+  path = spec.options["path"]
+  doc_ids, documents = [], []
+  for file in _expand_paths(path):
+    ids, docs = thoughts.read_thought_records(file)
+    doc_ids += ids
+    documents += docs
+  records = _held_out(documents, spec, split)
+  return _Opened(records, _thought_example(vocab, spec.options["prior_prob"]),
+                 lambda i: f"{path} doc_id {doc_ids[records.start + i]!r}")
+
+
+def _open_math(spec: SourceSpec, vocab: Vocabulary, split: str, report: JsonlReport) -> _Opened:
+  del report
+  o = spec.options
+  records = _MathRecords(spec, split, "chunks" if o["thoughts"] else "text")
+  to_tokens = _thought_example(vocab, o["prior_prob"]) if o["thoughts"] else _text_example(vocab)
+  return _Opened(records, to_tokens, lambda i: f"math corpus {records.split} item {i}")
+
+
+def _open_procedural(spec: SourceSpec, vocab: Vocabulary, split: str,
+                     report: JsonlReport) -> _Opened:
+  del report
+  return _Opened(_procedural_records(spec, vocab, split), _procedural_example(vocab),
+                 lambda i: f"{spec.options['task']} item {i}")
+
+
+def _open_finetune(spec: SourceSpec, vocab: Vocabulary, split: str,
+                   report: JsonlReport) -> _Opened:
+  """Prompt -> target pairs from the section's generator (jsonl | math | procedural)."""
+  o = spec.options
+  num_pauses = o["num_pauses"]
+  if o["generator"] == "jsonl":
+    records = []
+    for file in _expand_paths(o["path"]):
+      records += read_jsonl_fields(file, (o["prompt_field"], o["target_field"]),
+                                   on_error=o["on_error"], report=report)
+    return _Opened(_held_out(records, spec, split), _finetune_text_example(vocab, num_pauses),
+                   lambda i: f"{o['path'] or spec.kind} document {i}")
+  if o["generator"] == "math":
+    records = _MathRecords(spec, split, "pair")
+    return _Opened(records, _finetune_text_example(vocab, num_pauses),
+                   lambda i: f"math corpus {records.split} item {i}")
+  return _Opened(_procedural_records(spec, vocab, split),
+                 _finetune_procedural_example(vocab, num_pauses, spec.key),
+                 lambda i: f"{o['task']} item {i}")
+
+
+# One opener per kind (MaxText's per-kind input pipelines): a new kind is a `_KIND_DEFAULTS`
+# entry, its validation, and one entry here.
+_OPENERS: dict[str, _Opener] = {
+    "text": _open_text,
+    "jsonl": _open_jsonl,
+    "array_record": _open_array_record,
+    "tfds": _open_tfds,
+    "math": _open_math,
+    "thoughts": _open_thoughts,
+    "procedural": _open_procedural,
+    "finetune": _open_finetune,
+}
 
 
 class _MathRecords:
@@ -606,8 +666,8 @@ class _MathRecords:
     return record["text"]
 
 
-def _open_procedural(spec: SourceSpec, vocab: Vocabulary,
-                     split: str) -> procedural.ProceduralSource:
+def _procedural_records(spec: SourceSpec, vocab: Vocabulary,
+                        split: str) -> procedural.ProceduralSource:
   source = _procedural_source(spec.name, spec.options, split)
   if source.num_symbols > vocab.num_procedural:
     raise ConfigError(f"{spec.key}.task", spec.options["task"],
