@@ -33,7 +33,7 @@ xla_flags.apply()
 
 import jax  # noqa: E402
 
-from ponder_jax import accounting  # noqa: E402
+from ponder_jax import accounting, sharding  # noqa: E402
 from ponder_jax.data import pipeline  # noqa: E402
 from ponder_jax.experiment import Experiment  # noqa: E402
 from ponder_jax.sweep import load_config  # noqa: E402
@@ -44,14 +44,14 @@ from ponder_jax.train.trainer import Trainer  # noqa: E402
 def bare_seconds_per_step(exp: Experiment, steps: int) -> tuple[float, float]:
   """(seconds per step drawing batches in the loop, seconds per step over drawn batches)."""
   trainer = Trainer(exp, tempfile.mkdtemp())
-  c = exp.config
-  it = pipeline.make_train_iterator(c.data, exp.vocab, global_batch_size=c.train.global_batch_size,
+  it = pipeline.make_train_iterator(exp.data, exp.vocab,
+                                    global_batch_size=exp.train.global_batch_size,
                                     process_index=0, process_count=1)
-  draw = lambda: pipeline.make_global_batch(next(it), trainer.mesh)  # noqa: E731
+  draw = lambda: sharding.make_global_batch(next(it), trainer.mesh)  # noqa: E731
   state = trainer.init_state()
   batch = draw()
   compiled, _ = trainer.compile_train_step(state, batch)
-  rng = jax.random.key(c.train.seed)
+  rng = jax.random.key(exp.train.seed)
   state, metrics = compiled(state, batch, rng)  # warm-up
   jax.block_until_ready(metrics)
   start = time.perf_counter()

@@ -232,12 +232,12 @@ def _check_slices(config, topology: Topology) -> None:
                       f"{topology.describe()}, e.g. --config.mesh.dcn.data={topology.slices}")
 
 
-def _check_batch(config, mesh) -> None:
+def _check_batch(train, mesh) -> None:
   """The global batch, and each microbatch, must split evenly over the data-parallel devices."""
   from ponder_jax import sharding  # pylint: disable=import-outside-toplevel
   from ponder_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
   batch_devices = math.prod(mesh.shape[axis] for axis in sharding.BATCH)
-  size, micro = config.train.global_batch_size, config.train.microbatches
+  size, micro = train.global_batch_size, train.microbatches
   if size % batch_devices:
     raise ConfigError("train.global_batch_size", size, f"must split evenly over the "
                       f"{batch_devices} data-parallel devices (mesh {dict(mesh.shape)})")
@@ -261,17 +261,14 @@ def build_trainer(config, devices=None, where: str = ""):
     if e.key.startswith("mesh.") and where:
       raise ConfigError(e.key, e.value, f"{_why(e)} ({where})") from e
     raise
-  _check_batch(exp.config, trainer.mesh)
+  _check_batch(exp.train, trainer.mesh)
   return trainer
 
 
 def _abstract_batch(trainer):
-  import jax  # pylint: disable=import-outside-toplevel
-  from ponder_jax.data import pipeline  # pylint: disable=import-outside-toplevel
-  c = trainer.exp.config
-  empty = pipeline.empty_batch(c.train.global_batch_size, c.data.seq_len, trainer.exp.vocab.pad_id)
-  return {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=trainer.batch_sharding)
-          for k, v in empty.items()}
+  from ponder_jax.batch import abstract_batch  # pylint: disable=import-outside-toplevel
+  exp = trainer.exp
+  return abstract_batch(exp.train.global_batch_size, exp.data.seq_len, trainer.batch_sharding)
 
 
 def _memory(compiled, include_code: bool) -> dict[str, int]:
@@ -580,13 +577,12 @@ def check(config, devices: int) -> dict[str, Any]:
   """Compiles the train step of `config` on the current (simulated) devices; returns a report."""
   from ponder_jax.train.trainer import compiled_flops  # pylint: disable=import-outside-toplevel
   trainer = build_trainer(config)
-  c = trainer.exp.config
   compiled, seconds = trainer.compile_train_step(trainer.abstract_state, _abstract_batch(trainer))
   params = sharding_table(trainer.abstract_state.params)
   report = {
       "devices": devices,
       "mesh": dict(trainer.mesh.shape),
-      "rules": c.mesh.rules,
+      "rules": trainer.exp.mesh.rules,
       "num_params": sum(math.prod(shape) for _, shape, *_ in params),
       "param_bytes_per_device": sum(row[-1] for row in params),
       "opt_state_bytes_per_device": _opt_bytes(trainer),
@@ -650,7 +646,8 @@ def check_topology(config, topology: Topology, *, decode: bool = False, decode_b
   devices = tpu_devices(topology)
   _check_slices(config, topology)
   trainer = build_trainer(config, devices, where=f"topology {topology.describe()}")
-  exp, c = trainer.exp, trainer.exp.config
+  exp = trainer.exp
+  seq_len = exp.data.seq_len
   kind = devices[0].device_kind
   hbm = accounting.device_spec(accounting.HBM_BYTES, kind)
   peak = accounting.device_spec(accounting.PEAK_BF16_FLOPS, kind)
@@ -661,14 +658,14 @@ def check_topology(config, topology: Topology, *, decode: bool = False, decode_b
       "slices": topology.slices, "chips": len(devices), "device_kind": kind,
       "hbm_bytes_per_chip": hbm, "peak_flops_per_chip": peak,
       "hbm_bytes_per_second_per_chip": bandwidth,
-      "mesh": dict(trainer.mesh.shape), "rules": c.mesh.rules,
+      "mesh": dict(trainer.mesh.shape), "rules": exp.mesh.rules,
       "model": {"family": exp.model.family, "d_model": exp.model.d_model,
                 "n_layers": exp.model.n_layers, "vocab_size": exp.model.vocab_size,
                 "dtype": exp.model.dtype, "scan_layers": exp.model.scan_layers,
                 "remat_policy": exp.model.remat_policy, "attention": exp.model.attention},
       "ponder_steps": _mean_steps(exp.ponder), "ponder_remat": exp.ponder.remat,
-      "global_batch_size": c.train.global_batch_size, "seq_len": c.data.seq_len,
-      "microbatches": c.train.microbatches,
+      "global_batch_size": exp.train.global_batch_size, "seq_len": seq_len,
+      "microbatches": exp.train.microbatches,
       "num_params": sum(math.prod(shape) for _, shape, *_ in params),
       "param_bytes_per_device": sum(row[-1] for row in params),
       "opt_state_bytes_per_device": _opt_bytes(trainer),
@@ -684,12 +681,12 @@ def check_topology(config, topology: Topology, *, decode: bool = False, decode_b
         raise
       compiled = None
   if train and compiled is not None:
-    tokens = c.train.global_batch_size * c.data.seq_len / len(devices)
+    tokens = exp.train.global_batch_size * seq_len / len(devices)
     mean_s = _mean_steps(exp.ponder)
     full_attention = exp.model.attention != "cudnn"  # einsum / XLA compute the masked half
-    model_flops = tokens * accounting.training_flops_per_token(exp.model, c.data.seq_len, mean_s)
+    model_flops = tokens * accounting.training_flops_per_token(exp.model, seq_len, mean_s)
     executed = tokens * accounting.executed_training_flops_per_token(
-        exp.model, c.data.seq_len, mean_s, ponder_remat=exp.ponder.remat,
+        exp.model, seq_len, mean_s, ponder_remat=exp.ponder.remat,
         full_attention=full_attention)
     cost = _cost(compiled)
     hlo = _hlo_text(compiled)
@@ -704,8 +701,8 @@ def check_topology(config, topology: Topology, *, decode: bool = False, decode_b
       train_report["fits"] = fits(train_report["total_bytes_per_device"], hbm)
     report["train"] = train_report
   if decode:
-    batch = decode_batch or c.train.global_batch_size
-    length = decode_len or c.data.seq_len
+    batch = decode_batch or exp.train.global_batch_size
+    length = decode_len or seq_len
     try:
       compiled, seconds = compile_decode_step(trainer, batch, length)
     except Exception as e:  # pylint: disable=broad-except

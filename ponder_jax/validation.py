@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+import numpy as np
+
 
 class ConfigError(ValueError):
   """A config value is invalid. The message names the key and the value."""
@@ -24,6 +26,16 @@ def check(ok: bool, key: str, value: Any, why: str) -> None:
   """Raises ConfigError(key, value, why) unless `ok`."""
   if not ok:
     raise ConfigError(key, value, why)
+
+
+def is_int(value: Any) -> bool:
+  """An integer (numpy's too), and not a bool."""
+  return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def check_int(value: Any, key: str, minimum: int) -> None:
+  """Raises ConfigError(key, value) unless `value` is an integer >= `minimum`."""
+  check(is_int(value) and value >= minimum, key, value, f"must be an integer >= {minimum}")
 
 
 def from_mapping(cls: type, section: Mapping[str, Any] | None, prefix: str) -> Any:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from ponder_jax.config import ConfigError
+from ponder_jax.batch import FIELDS
 from ponder_jax.data import pipeline
 from ponder_jax.data.sources import source_config
 from ponder_jax.data.vocab import ByteVocabulary, load_vocabulary
@@ -131,7 +132,7 @@ def test_batches_are_packed_consistently(tmp_path):
   math_tokens = []
   for _ in range(6):
     batch = next(it)
-    assert sorted(batch) == sorted(pipeline.BATCH_KEYS)
+    assert sorted(batch) == sorted(FIELDS)
     assert all(v.shape == (8, SEQ) and v.dtype == np.int32 for v in batch.values())
     seg, pos = batch["segment_ids"], batch["positions"]
     pad = seg == 0
@@ -433,7 +434,7 @@ def test_orbax_resume_is_exact_across_a_phase_switch(tmp_path):
     assert fresh.step == step
     for expected in stream[step:]:
       got = next(fresh)
-      for key in pipeline.BATCH_KEYS:
+      for key in FIELDS:
         np.testing.assert_array_equal(got[key], expected[key])
   manager.close()
 
@@ -460,7 +461,7 @@ def test_eval_iterators_are_held_out_deterministic_and_finite(tmp_path):
   assert sorted(ev) == ["sort", "text"] and all(len(b) == 6 for b in ev.values())
   for name in ev:
     for x, y in zip(ev[name], again[name]):
-      for key in pipeline.BATCH_KEYS:
+      for key in FIELDS:
         np.testing.assert_array_equal(x[key], y[key])
   docs = _write_docs(tmp_path / "unused.txt", 200)
   eval_texts = [_text_of(t) for b in ev["text"] for _, _, _, t, _ in _segments(b)]
@@ -478,16 +479,16 @@ def test_eval_iterators_are_held_out_deterministic_and_finite(tmp_path):
 
 def test_make_global_batch_on_a_simulated_mesh(tmp_path):
   import jax
-  from ponder_jax.sharding import make_mesh
+  from ponder_jax.sharding import make_global_batch, make_mesh
   mesh = make_mesh({"data": 4, "fsdp": 2})
   batch = next(pipeline.make_train_iterator(_config(tmp_path), VOCAB, global_batch_size=8))
-  arrays = pipeline.make_global_batch(batch, mesh)
+  arrays = make_global_batch(batch, mesh)
   for key, value in arrays.items():
     assert value.shape == (8, SEQ) and len(value.sharding.device_set) == 8
     assert value.sharding.spec == jax.sharding.PartitionSpec(("data", "fsdp"), None)
     np.testing.assert_array_equal(np.asarray(value), batch[key])
   with pytest.raises(ValueError, match="do not divide"):
-    pipeline.make_global_batch({k: v[:6] for k, v in batch.items()}, mesh)
+    make_global_batch({k: v[:6] for k, v in batch.items()}, mesh)
 
 
 def test_sentencepiece_end_to_end(tmp_path):
@@ -520,7 +521,7 @@ def _worker(process_id, port, text_path, out_dir):
   jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2,
                              process_id=process_id)
   from jax.experimental import multihost_utils
-  from ponder_jax.sharding import make_mesh
+  from ponder_jax.sharding import make_global_batch, make_mesh
   cfg = ml_collections.ConfigDict(_two_process_config(text_path))
   stream = iter(pipeline.source_stream(cfg, VOCAB, "text", process_index=process_id,
                                        process_count=2))
@@ -529,7 +530,7 @@ def _worker(process_id, port, text_path, out_dir):
                                     process_count=2)
   batches = [next(it) for _ in range(_BATCHES)]
   mesh = make_mesh({"data": -1})
-  global_batch = pipeline.make_global_batch(batches[0], mesh)
+  global_batch = make_global_batch(batches[0], mesh)
   gathered = multihost_utils.process_allgather(global_batch["tokens"], tiled=True)
   total = jax.jit(lambda t: t.astype(np.int64).sum())(global_batch["tokens"])
   np.savez(os.path.join(out_dir, f"host{process_id}.npz"),

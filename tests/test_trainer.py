@@ -17,6 +17,7 @@ import pytest
 
 from ponder_jax.data import pipeline
 from ponder_jax.experiment import Experiment
+from ponder_jax.sharding import make_global_batch
 from ponder_jax.sweep import load_config
 from ponder_jax.train import checkpoint as ckpt_lib
 from ponder_jax.train import init as init_lib
@@ -39,14 +40,14 @@ def smoke(**overrides):
 
 
 def _first_batch(exp):
-  it = pipeline.make_train_iterator(exp.config.data, exp.vocab,
-                                    global_batch_size=exp.config.train.global_batch_size,
+  it = pipeline.make_train_iterator(exp.data, exp.vocab,
+                                    global_batch_size=exp.train.global_batch_size,
                                     process_index=0, process_count=1)
   return next(it)
 
 
 def _one_step(trainer, state, local_batch):
-  batch = pipeline.make_global_batch(local_batch, trainer.mesh)
+  batch = make_global_batch(local_batch, trainer.mesh)
   compiled, _ = trainer.compile_train_step(state, batch)
   state, metrics = compiled(state, batch, jax.random.key(0))
   return jax.device_get(state.params), jax.device_get(metrics)

@@ -15,8 +15,9 @@ from ponder_jax.config import ConfigError, ModelConfig
 from ponder_jax.data import DATA_DIR, DATA_DIR_ENV, data_dir
 from ponder_jax.data.math_corpus import KINDS, MathCorpus, MathCorpusConfig
 from ponder_jax.data.vocab import (
-    BYTE_OFFSET, BYTE_VOCAB_SIZE, SENTENCEPIECE_VOCAB_SIZE, SPECIAL_PIECES, ByteVocabulary,
-    SentencePieceVocabulary, control_pieces, load_vocabulary)
+    BYTE_OFFSET, BYTE_VOCAB_SIZE, NUM_PROCEDURAL, SENTENCEPIECE_VOCAB_SIZE, SPECIAL_PIECES,
+    ByteVocabulary, SentencePieceVocabulary, control_pieces, load_vocabulary,
+    run_procedural_symbols, run_vocabulary)
 
 SP = load_vocabulary("sentencepiece")
 BYTES = ByteVocabulary()
@@ -240,3 +241,11 @@ def test_a_model_without_the_layout_is_rejected(tmp_path, flags, why):
   path.write_bytes(model.getvalue())
   with pytest.raises(ConfigError, match=why):
     load_vocabulary(f"sentencepiece:{path}")
+
+
+def test_run_vocabulary_is_data_vocab_without_a_hugging_face_init():
+  data = {"vocab": "byte", "sources": {"dyck": {"kind": "procedural"}}}
+  assert isinstance(run_vocabulary(data, {"from_hf": ""}), ByteVocabulary)
+  assert isinstance(run_vocabulary(data), ByteVocabulary)
+  assert run_procedural_symbols(data) == NUM_PROCEDURAL
+  assert run_procedural_symbols({"sources": {"text": {"kind": "text"}}}) == 0

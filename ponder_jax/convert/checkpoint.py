@@ -23,8 +23,8 @@ import flax.linen as nn
 import orbax.checkpoint as ocp
 
 from ponder_jax.config import ConfigError, ModelConfig, PonderConfig
-from ponder_jax.data.vocab import (NUM_PROCEDURAL, HFVocabulary, Vocabulary, load_hf_vocabulary,
-                                   load_vocabulary)
+from ponder_jax.data import vocab as vocab_lib
+from ponder_jax.data.vocab import HFVocabulary, Vocabulary, load_hf_vocabulary
 from ponder_jax.train.checkpoint import load_params, resolve_checkpoint_dir
 
 PARAMS = "params"
@@ -84,20 +84,15 @@ def _ponder_config(section: Mapping[str, Any], where: str) -> PonderConfig:
 def run_vocabulary(experiment: Mapping[str, Any], where: str) -> Vocabulary | None:
   """The vocabulary a trainer run used, from its stored experiment config.
 
-  Mirrors train/trainer.py's `build_trainer`: with `init.from_hf` the tokenizer of that
-  directory plus the reserved tokens (and the procedural symbols when a procedural source is
-  configured), else `data.vocab`.
+  The trainer's own (data/vocab.py's `run_vocabulary`): with `init.from_hf` the tokenizer of
+  that directory plus the reserved tokens (and the procedural symbols when a procedural source
+  is configured), else `data.vocab`.
   """
   data, init = experiment.get("data", {}), experiment.get("init", {})
   if not init.get("from_hf") and "vocab" not in data:
     return None  # a config without a data section names no vocabulary
   try:
-    if init.get("from_hf"):
-      procedural = any(isinstance(s, Mapping) and s.get("kind") == "procedural"
-                       for s in data.get("sources", {}).values())
-      return load_hf_vocabulary(init["from_hf"],
-                                num_procedural=NUM_PROCEDURAL if procedural else 0)
-    return load_vocabulary(data["vocab"])
+    return vocab_lib.run_vocabulary(data, init)
   except (ConfigError, FileNotFoundError, ValueError) as e:
     raise ValueError(f"{where}: the run's vocabulary cannot be loaded ({e}); pass --tokenizer "
                      "DIR for another one or --no-tokenizer to export without") from e

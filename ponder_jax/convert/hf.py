@@ -288,11 +288,13 @@ def load_pretrained(path: str | os.PathLike, *, mesh: Mesh | None = None,
                     rules: str | Sequence | None = None, add_tokens: bool = True,
                     num_procedural: int = 0, new_row_init: str = "mean",
                     new_row_std: float = 0.02, vocab_multiple: int = 128,
-                    seed: int = 0) -> tuple[ModelConfig, dict, HFVocabulary]:
+                    seed: int = 0,
+                    vocab: HFVocabulary | None = None) -> tuple[ModelConfig, dict, HFVocabulary]:
   """(ModelConfig, params, vocabulary) for continued pretraining from a Hugging Face directory.
 
   The tokenizer gains the project's reserved tokens (`add_tokens=False`: they must be there
-  already) and `num_procedural` procedural symbols. When the vocabulary outgrows the tables they
+  already) and `num_procedural` procedural symbols; or `vocab` is that tokenizer, already loaded
+  (the trainer's `run_vocabulary`). When the vocabulary outgrows the tables they
   grow to the next multiple of `vocab_multiple` (so the vocab axis splits evenly on a mesh);
   see the module docstring for how new rows start (`new_row_init` 'mean' | 'normal').
   """
@@ -302,8 +304,9 @@ def load_pretrained(path: str | os.PathLike, *, mesh: Mesh | None = None,
     raise ConfigError("vocab_multiple", vocab_multiple, "must be an integer >= 1")
   if not new_row_std > 0:
     raise ConfigError("new_row_std", new_row_std, "must be positive")
-  vocab = load_hf_vocabulary(os.fspath(path), add_tokens=add_tokens,
-                             num_procedural=num_procedural)
+  if vocab is None:
+    vocab = load_hf_vocabulary(os.fspath(path), add_tokens=add_tokens,
+                               num_procedural=num_procedural)
   with _open(path) as ckpt:
     new = _new_rows(ckpt, vocab, init=new_row_init, std=new_row_std, multiple=vocab_multiple,
                     seed=seed)

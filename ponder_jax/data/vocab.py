@@ -28,7 +28,7 @@ import abc
 import json
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -535,3 +535,23 @@ def load_vocabulary(spec: str) -> Vocabulary:
                         f"(pip install 'ponder-jax[hf]'): {error}") from error
   raise ConfigError("data.vocab", spec,
                     "must be 'sentencepiece', 'sentencepiece:PATH', 'byte' or 'hf:PATH'")
+
+
+def run_procedural_symbols(data: Mapping[str, Any]) -> int:
+  """Procedural symbols a run reserves in a Hugging Face tokenizer (`init.from_hf`), from its
+  `data` section: NUM_PROCEDURAL when a source is procedural, else none."""
+  sources = data.get("sources", None) or {}
+  procedural = any(source.get("kind") == "procedural" for source in sources.values())
+  return NUM_PROCEDURAL if procedural else 0
+
+
+def run_vocabulary(data: Mapping[str, Any], init: Mapping[str, Any] | None = None) -> Vocabulary:
+  """The vocabulary a run trains with, from its `data` and `init` config sections (a ConfigDict
+  or a stored config's dicts; nothing else in them is validated): with `init.from_hf`, that
+  directory's tokenizer with the reserved tokens added and `run_procedural_symbols` symbols;
+  else `data.vocab`. The trainer, partial init (train/init.py) and export (convert/) all ask
+  this, so they agree on the ids of a run."""
+  from_hf = (init or {}).get("from_hf", "")
+  if from_hf:
+    return load_hf_vocabulary(from_hf, num_procedural=run_procedural_symbols(data))
+  return load_vocabulary(data["vocab"])

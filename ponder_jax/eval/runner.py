@@ -30,7 +30,7 @@ import numpy as np
 
 from ponder_jax import loss as loss_lib
 from ponder_jax.config import ConfigError
-from ponder_jax.data import math_corpus, pipeline, procedural
+from ponder_jax.data import math_corpus, pipeline, procedural, spec as data_spec
 from ponder_jax.data.vocab import Vocabulary
 from ponder_jax.eval import sets, tasks as tasks_lib
 from ponder_jax.model import ponder as ponder_lib
@@ -47,7 +47,7 @@ class EvalModel:
   """
   engine: Any
   vocab: Vocabulary
-  data: pipeline.DataSpec | None = None
+  data: data_spec.DataSpec | None = None
   eval_batch_size: int = 16
   eval_batches: int = 4
   source: str = ""
@@ -121,7 +121,7 @@ def load_model(path: str, *, ponder_steps: int | None = None, mesh=None) -> Eval
     model.eval_batch_size = int(train.get("global_batch_size", model.eval_batch_size))
     model.eval_batches = max(int(train.get("eval_batches", model.eval_batches)), 1)
     try:
-      model.data = pipeline.validate_data_config(experiment["data"])
+      model.data = data_spec.validate_data_config(experiment["data"])
     except (ConfigError, ValueError, OSError) as e:
       model.data_error = f"the run's data section cannot be used here: {e}"
   return model
@@ -155,26 +155,26 @@ def expand_names(model: EvalModel, names: Sequence[str]) -> list[str]:
                                          math=_run_math_source(model.data) is not None)
       out += expand_names(model, [n + sep + pauses if n != "ppl" else n for n in expanded])
     elif base == "ppl" and not sep:
-      out += [f"ppl:{source}" for source in pipeline.eval_source_names(_ppl_data(model))]
+      out += [f"ppl:{source}" for source in data_spec.eval_source_names(_ppl_data(model))]
     else:
       out.append(name)
   return list(dict.fromkeys(out))
 
 
-def _run_procedural_tasks(data: pipeline.DataSpec | None) -> list[str]:
+def _run_procedural_tasks(data: data_spec.DataSpec | None) -> list[str]:
   if data is None:
     return []
   return [s.options["task"] for s in data.sources.values() if s.kind == "procedural"]
 
 
-def _run_procedural_source(data: pipeline.DataSpec | None, task: str):
+def _run_procedural_source(data: data_spec.DataSpec | None, task: str):
   if data is None:
     return None
   return next((s for _, s in sorted(data.sources.items())
                if s.kind == "procedural" and s.options["task"] == task), None)
 
 
-def _run_math_source(data: pipeline.DataSpec | None):
+def _run_math_source(data: data_spec.DataSpec | None):
   if data is None:
     return None
   return next((s for _, s in sorted(data.sources.items()) if s.kind == "math"
@@ -344,7 +344,7 @@ class _Runner:
   def _perplexity(self, spec: tasks_lib.TaskSpec) -> TaskResult:
     model, engine, vocab = self.model, self.model.engine, self.model.vocab
     data = _ppl_data(model)
-    names = pipeline.eval_source_names(data)
+    names = data_spec.eval_source_names(data)
     source = spec.options["source"]
     if source not in names:
       raise ConfigError("tasks", spec.name, f"source '{source}' has no held-out split here; "
@@ -576,15 +576,15 @@ def _loss_sums(model, ponder_cfg, ponder_steps: int, pause_id: int, params, batc
   return loss_lib.cross_entropy(logits, batch, pause_id=pause_id)[1]
 
 
-def _ppl_data(model: EvalModel) -> pipeline.DataSpec:
+def _ppl_data(model: EvalModel) -> data_spec.DataSpec:
   """The run's data section, or for a model without one the shipped text alone."""
   if model.data is not None:
     return model.data
   if model.data_error:
     raise ValueError(model.data_error)
-  config = pipeline.default_data_config()
+  config = data_spec.default_data_config()
   config.seq_len = min(config.seq_len, model.max_len)
-  return pipeline.validate_data_config(config)
+  return data_spec.validate_data_config(config)
 
 
 def _text_ids(vocab: Vocabulary) -> np.ndarray:

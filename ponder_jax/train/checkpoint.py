@@ -9,20 +9,46 @@ cannot be read (truncated, corrupted) is reported by path and the previous one i
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import os
 import re
-from typing import Any
+from typing import Any, Mapping
 
 import grain
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
+from ponder_jax.validation import check, check_int, from_mapping
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointConfig:
+  """A validated `checkpoint` section (`CheckpointConfig.from_config`)."""
+  every: int = 200  # steps between saves (0: only at the end and on preemption)
+  keep: int = 3  # the last N ...
+  keep_period: int = 0  # ... plus every K-th step (0: none)
+  async_save: bool = True
+
+  @classmethod
+  def from_config(cls, section: Mapping[str, Any]) -> "CheckpointConfig":
+    cfg = from_mapping(cls, section, "checkpoint")
+    check_int(cfg.every, "checkpoint.every", 0)
+    check_int(cfg.keep, "checkpoint.keep", 1)
+    check_int(cfg.keep_period, "checkpoint.keep_period", 0)
+    check(isinstance(cfg.async_save, bool), "checkpoint.async_save", cfg.async_save,
+          "must be true or false")
+    return cfg
+
 
 class Checkpointer:
   """Save / restore of {'state', 'data', 'config'} under <workdir>/checkpoints."""
+
+  @classmethod
+  def from_config(cls, workdir: str, cfg: CheckpointConfig) -> "Checkpointer":
+    return cls(workdir, keep=cfg.keep, keep_period=cfg.keep_period, async_save=cfg.async_save)
 
   def __init__(self, workdir: str, *, keep: int, keep_period: int = 0,
                async_save: bool = True):

@@ -39,7 +39,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from ponder_jax.config import ConfigError
-from ponder_jax.data import pipeline, sources as sources_lib, tfds_records, vocab as vocab_lib
+from ponder_jax.data import sources as sources_lib, tfds_records, vocab as vocab_lib
+from ponder_jax.data.spec import validate_data_config
 from ponder_jax.train import checkpoint as ckpt_lib, metrics
 
 COMPONENTS = ("attention", "mlp", "norms", "embeddings", "positions")
@@ -163,13 +164,8 @@ def trained_rows(source_config: Mapping[str, Any], step: int | None = None) -> n
   latent-thought tokens for thought layouts), `<pause>` where pauses were inserted. Padding is
   not trained (it sits in segment 0, which nothing attends to, and carries no loss).
   """
-  data = pipeline.validate_data_config(source_config["data"])
-  init = source_config.get("init", {}) or {}
-  if init.get("from_hf"):
-    procedural = any(s.kind == "procedural" for s in data.sources.values())
-    vocab = vocab_lib.load_hf_vocabulary(init["from_hf"], num_procedural=256 if procedural else 0)
-  else:
-    vocab = vocab_lib.load_vocabulary(data.vocab)
+  data = validate_data_config(source_config["data"])
+  vocab = vocab_lib.run_vocabulary(source_config["data"], source_config.get("init"))
   used: set[str] = set()
   for index, start, _ in data.schedule():
     if step is None or start < step or start == 0:

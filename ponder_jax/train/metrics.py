@@ -8,6 +8,7 @@ Paths go through etils.epath, so a pod's shared `gs://` workdir works like a loc
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -17,6 +18,24 @@ from typing import Any, Mapping
 import jax
 from absl import logging
 from etils import epath
+
+from ponder_jax.validation import check, from_mapping
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricsConfig:
+  """A validated `metrics` section: which of the run's outputs besides metrics.jsonl to write."""
+  tensorboard: bool = True
+  progress_bar: bool = True
+  plot: bool = True  # runs/<name>/loss.png at the end
+
+  @classmethod
+  def from_config(cls, section: Mapping[str, Any]) -> "MetricsConfig":
+    cfg = from_mapping(cls, section, "metrics")
+    for field in dataclasses.fields(cfg):
+      value = getattr(cfg, field.name)
+      check(isinstance(value, bool), f"metrics.{field.name}", value, "must be true or false")
+    return cfg
 
 
 class MetricsWriter:

@@ -31,8 +31,9 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from ponder_jax import accounting, loss as loss_lib, sharding
+from ponder_jax.batch import Batch
 from ponder_jax.config import ConfigError, PonderConfig
-from ponder_jax.data import pipeline
+from ponder_jax.data import pipeline, vocab as vocab_lib
 from ponder_jax.experiment import Experiment
 from ponder_jax.model import ponder
 from ponder_jax.model.transformer import Transformer
@@ -58,11 +59,10 @@ def build_trainer(config, workdir: str) -> "Trainer":
   model_cfg = vocab = params = None
   if config.init.from_hf:
     from ponder_jax.convert import load_pretrained  # pylint: disable=import-outside-toplevel
-    mesh = sharding.make_mesh(config.mesh.ici, config.mesh.dcn)
-    procedural = any(s.kind == "procedural" for s in config.data.sources.values())
+    mesh = sharding.MeshConfig.from_config(config.mesh)
     model_cfg, params, vocab = load_pretrained(
-        config.init.from_hf, mesh=mesh, rules=config.mesh.rules,
-        num_procedural=256 if procedural else 0)
+        config.init.from_hf, mesh=mesh.make_mesh(), rules=mesh.rules,
+        vocab=vocab_lib.run_vocabulary(config.data, config.init))
     config = _with_exported_ponder(config)
   exp = Experiment.from_config(config, model=model_cfg, vocab=vocab)
   return Trainer(exp, workdir, init_params=params)
@@ -99,20 +99,19 @@ class Trainer:
 
   def __init__(self, exp: Experiment, workdir: str, *, init_params=None, devices=None):
     self.exp, self.workdir = exp, workdir
-    c = exp.config
-    self.mesh = sharding.make_mesh(c.mesh.ici, c.mesh.dcn, devices=devices)
-    self.rules = sharding.logical_rules(c.mesh.rules)
+    self.mesh = exp.mesh.make_mesh(devices)
+    self.rules = exp.mesh.logical_rules
     self.model = Transformer(exp.model, ponder_passes=exp.ponder.init_depth_passes)
-    self.optimizer, self.schedule = make_optimizer(c.optim, exp.total_steps)
-    self.source_names = pipeline.source_names(c.data)
+    self.optimizer, self.schedule = make_optimizer(exp.optim, exp.total_steps)
+    self.source_names = exp.data.source_names
     self.pause_id = exp.vocab.pause_id
-    self.seq_len = c.data.seq_len
+    self.seq_len = exp.data.seq_len
     self._init_params = init_params  # e.g. imported from Hugging Face
     self._preempted = False
     self._eval_fn = jax.jit(self.eval_step)
     self._eval_model = None  # train.eval_tasks' model, built at the first eval
-    if c.train.eval_tasks and jax.process_count() > 1:
-      raise ConfigError("train.eval_tasks", c.train.eval_tasks,
+    if exp.train.eval_tasks and jax.process_count() > 1:
+      raise ConfigError("train.eval_tasks", exp.train.eval_tasks,
                         "eval tasks generate on one process; run ponder-eval on the "
                         "checkpoints of a multi-process run instead")
     self.abstract_state, self.state_sharding = self._abstract_state()
@@ -147,14 +146,15 @@ class Trainer:
 
   def init_state(self) -> TrainState:
     """Fresh params (or the given / partially loaded ones) and a fresh optimizer state."""
-    c = self.exp.config
+    init = self.exp.config.init  # a mapping, as train/init.py reads it
     params = self._init_params
     with self._context():
       if params is None:
         params = jax.jit(lambda r: nn.meta.unbox(self._init_variables(r))["params"],
-                         out_shardings=self.state_sharding.params)(jax.random.key(c.train.seed))
-        if c.init.from_checkpoint:
-          params = init_lib.init_from_checkpoint(params, c.init)
+                         out_shardings=self.state_sharding.params)(
+                             jax.random.key(self.exp.train.seed))
+        if init.from_checkpoint:
+          params = init_lib.init_from_checkpoint(params, init)
       params = jax.device_put(params, self.state_sharding.params)
       opt_state = jax.jit(self.optimizer.init,
                           out_shardings=self.state_sharding.opt_state)(params)
@@ -162,26 +162,26 @@ class Trainer:
     return TrainState(step=step, params=params, opt_state=opt_state)
 
   # The step --------------------------------------------------------------------------------
-  def _forward_sums(self, params, batch, steps):
+  def _forward_sums(self, params, batch: Batch, steps):
     logits = ponder.forward(self.model, params, batch["tokens"], batch.get("positions"),
                             batch.get("segment_ids"), ponder=self.exp.ponder, ponder_steps=steps)
     _, sums = loss_lib.cross_entropy(logits, batch, pause_id=self.pause_id,
-                                     z_loss=self.exp.config.train.z_loss,
+                                     z_loss=self.exp.train.z_loss,
                                      num_sources=len(self.source_names))
     return sums
 
-  def train_step(self, state: TrainState, batch, rng):
-    c = self.exp.config
+  def train_step(self, state: TrainState, batch: Batch, rng):
+    train = self.exp.train
     step_rng = jax.random.fold_in(rng, state.step)
     steps = ponder.sample_steps(self.exp.ponder, step_rng)
     total_tokens = jnp.maximum(loss_lib.target_weights(batch, self.pause_id).sum(), 1.0)
 
     def objective(params, microbatch):
       sums = self._forward_sums(params, microbatch, steps)
-      return (sums["loss"] + c.train.z_loss * sums["z_loss"]) / total_tokens, sums
+      return (sums["loss"] + train.z_loss * sums["z_loss"]) / total_tokens, sums
 
     grad_fn = jax.grad(objective, has_aux=True)
-    k = c.train.microbatches
+    k = train.microbatches
     if k == 1:
       grads, sums = grad_fn(state.params, batch)
     else:
@@ -206,7 +206,7 @@ class Trainer:
         "lr": self.schedule(state.step),
         "ponder_steps": jnp.asarray(steps, jnp.int32),
     }
-    if c.train.z_loss:
+    if train.z_loss:
       metrics["z_loss"] = sums["z_loss"] / total_tokens
     if "source_tokens" in sums:
       metrics["source_loss"] = sums["source_loss"]
@@ -214,7 +214,7 @@ class Trainer:
     new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state)
     return new_state, metrics
 
-  def eval_step(self, params, batch):
+  def eval_step(self, params, batch: Batch):
     steps = self.exp.ponder.steps_max or self.exp.ponder.steps
     return self._forward_sums(params, batch, steps)
 
@@ -226,7 +226,7 @@ class Trainer:
     jitted = jax.jit(self.train_step,
                      in_shardings=(self.state_sharding, self.batch_sharding, None),
                      out_shardings=(self.state_sharding, None), donate_argnums=0)
-    rng = jax.random.key(self.exp.config.train.seed)
+    rng = jax.random.key(self.exp.train.seed)
     start = time.time()
     with self._context():
       compiled = jitted.lower(state, batch, rng).compile()
@@ -234,13 +234,11 @@ class Trainer:
 
   # The loop --------------------------------------------------------------------------------
   def run(self) -> TrainState:
-    c, exp = self.exp.config, self.exp
+    exp = self.exp
     data_iter = pipeline.make_train_iterator(
-        c.data, exp.vocab, global_batch_size=c.train.global_batch_size,
+        exp.data, exp.vocab, global_batch_size=exp.train.global_batch_size,
         process_index=jax.process_index(), process_count=jax.process_count())
-    ckpt = ckpt_lib.Checkpointer(self.workdir, keep=c.checkpoint.keep,
-                                 keep_period=c.checkpoint.keep_period,
-                                 async_save=c.checkpoint.async_save)
+    ckpt = ckpt_lib.Checkpointer.from_config(self.workdir, exp.checkpoint)
     restored = ckpt.restore_latest(self.abstract_state, data_iter)
     if restored is not None:
       start_step, state = restored
@@ -249,8 +247,8 @@ class Trainer:
       start_step, state = 0, self.init_state()
     writer = metrics_lib.MetricsWriter(self.workdir, total_steps=exp.total_steps,
                                        start_step=start_step,
-                                       tensorboard=c.metrics.tensorboard,
-                                       progress_bar=c.metrics.progress_bar)
+                                       tensorboard=exp.metrics.tensorboard,
+                                       progress_bar=exp.metrics.progress_bar)
     if start_step >= exp.total_steps:
       metrics_lib.announce(f"Nothing to do: checkpoint step {start_step} >= total steps "
                            f"{exp.total_steps}")
@@ -267,7 +265,7 @@ class Trainer:
     if jax.process_index() == 0:
       rows = metrics_lib.read_metrics(self.workdir)
       print(metrics_lib.results_table(rows))
-      plot = metrics_lib.plot_losses(self.workdir, rows) if c.metrics.plot else None
+      plot = metrics_lib.plot_losses(self.workdir, rows) if exp.metrics.plot else None
       if plot:
         print(f"loss plot: {plot}")
     return state
@@ -282,17 +280,17 @@ class Trainer:
     flags = multihost_utils.process_allgather(np.asarray(self._preempted))
     return bool(np.any(flags))
 
-  def _next_batch(self, data_iter):
-    local = next(data_iter)
-    return pipeline.make_global_batch(local, self.mesh)
+  def _next_batch(self, data_iter) -> Batch:
+    return sharding.make_global_batch(next(data_iter), self.mesh)
 
   def _loop(self, state, start_step, data_iter, ckpt, writer) -> TrainState:
-    c, exp = self.exp.config, self.exp
+    exp = self.exp
+    train, checkpoint = exp.train, exp.checkpoint
     t = time.time()
     batch = self._next_batch(data_iter)
     data_wait = time.time() - t
     compiled, compile_s = self.compile_train_step(state, batch)
-    rng = jax.random.key(c.train.seed)
+    rng = jax.random.key(train.seed)
     step_fn = lambda state, batch: compiled(state, batch, rng)
     metrics_lib.announce(f"Compiled the train step in {compile_s:.1f} s; phase "
                          f"'{data_iter.phase_name}' from step {start_step}")
@@ -306,9 +304,9 @@ class Trainer:
       if pending is not None:
         pending()
       at_end = done == exp.total_steps
-      evaluate = (c.train.eval_every and done % c.train.eval_every == 0) or at_end
+      evaluate = (train.eval_every and done % train.eval_every == 0) or at_end
       stop = self._should_stop()
-      save = (c.checkpoint.every and done % c.checkpoint.every == 0) or at_end or stop
+      save = (checkpoint.every and done % checkpoint.every == 0) or at_end or stop
       pending = functools.partial(clock.report, done, step_metrics, data_wait)
       if evaluate or save:  # report now: the step's own time, and no row lost to a crash
         pending()
@@ -317,9 +315,9 @@ class Trainer:
         t = time.time()
         if eval_iters is None:
           eval_iters = pipeline.make_eval_iterators(
-              c.data, exp.vocab, global_batch_size=c.train.global_batch_size,
+              exp.data, exp.vocab, global_batch_size=train.global_batch_size,
               process_index=jax.process_index(), process_count=jax.process_count(),
-              num_batches=c.train.eval_batches)
+              num_batches=train.eval_batches)
         self._evaluate(state.params, eval_iters, writer, done)
         clock.side("eval_seconds", time.time() - t)
       if save:
@@ -356,7 +354,7 @@ class Trainer:
       for name, batches in eval_iters.items():
         totals = None
         for local in batches:
-          sums = self._eval_fn(params, pipeline.make_global_batch(local, self.mesh))
+          sums = self._eval_fn(params, sharding.make_global_batch(local, self.mesh))
           sums = {k: sums[k] for k in ("loss", "tokens", "correct")}
           totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
         if totals is None:
@@ -374,8 +372,8 @@ class Trainer:
   def _eval_tasks(self, params) -> dict[str, float]:
     """`train.eval_tasks` (eval/tasks.py) on the current params, as `eval_tasks/<task>/<metric>`
     scalars. The engine is built once, so its compiled programs serve every eval."""
-    c, exp = self.exp.config, self.exp
-    if not c.train.eval_tasks:
+    exp, train = self.exp, self.exp.train
+    if not train.eval_tasks:
       return {}
     # pylint: disable=import-outside-toplevel
     from ponder_jax.eval import runner
@@ -386,14 +384,13 @@ class Trainer:
                       pause_id=vocab.pause_id if vocab.pause_id < exp.model.vocab_size else None,
                       vocab_size=vocab.vocab_size,
                       ponder_steps=exp.ponder.steps_max or exp.ponder.steps, mesh=self.mesh,
-                      rules=c.mesh.rules)
+                      rules=exp.mesh.rules)
       self._eval_model = runner.EvalModel(
-          engine, vocab, data=pipeline.validate_data_config(c.data),
-          eval_batch_size=c.train.global_batch_size, eval_batches=c.train.eval_batches,
-          source=self.workdir)
+          engine, vocab, data=exp.data, eval_batch_size=train.global_batch_size,
+          eval_batches=train.eval_batches, source=self.workdir)
     self._eval_model.engine.params = params
     try:
-      results = runner.evaluate(self._eval_model, c.train.eval_tasks, items=c.train.eval_items,
+      results = runner.evaluate(self._eval_model, train.eval_tasks, items=train.eval_items,
                                 progress=False)
     finally:
       self._eval_model.engine.params = None  # the next step donates these buffers
@@ -423,7 +420,7 @@ class _StepClock:
   def __init__(self, trainer: Trainer, writer, xla_flops_per_step: float):
     exp = trainer.exp
     self.trainer, self.writer, self.xla_flops = trainer, writer, xla_flops_per_step
-    self.tokens_per_step = exp.config.train.global_batch_size * trainer.seq_len
+    self.tokens_per_step = exp.train.global_batch_size * trainer.seq_len
     mean_steps = (exp.ponder.steps if not exp.ponder.steps_max
                   else (exp.ponder.steps + exp.ponder.steps_max) / 2)
     self.flops_per_token = accounting.training_flops_per_token(exp.model, trainer.seq_len,
@@ -442,9 +439,8 @@ class _StepClock:
     self.last, extra, self.extra = now, self.extra, {}
     if not all(np.isfinite(m[k]) for k in ("loss", "grad_norm", "param_norm")):
       self.trainer._check_finite(step, step_metrics)  # pylint: disable=protected-access
-    c = self.trainer.exp.config
     tokens_per_sec = self.tokens_per_step / step_seconds
-    if step % c.train.log_every and step != self.trainer.exp.total_steps:
+    if step % self.trainer.exp.train.log_every and step != self.trainer.exp.total_steps:
       self.writer.progress(step, float(m["loss"]), tokens_per_sec)
       return
     scalars = {k: float(v) for k, v in m.items() if np.ndim(v) == 0}
