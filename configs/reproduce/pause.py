@@ -10,7 +10,8 @@ Two stages. `pretrain` (this file's config): a LLaMA-style model with a byte voc
 shipped Shakespeare text and the synthetic math corpus (every kind, direct answers, no
 thoughts), arms StdPT (no pauses) and PausePT (pauses inserted at ratio 0.1, METHODS.md §2.1).
 `finetune` (`pause.py:<tier>,finetune`): every pretrained run is finetuned twice on question ->
-answer pairs of a multi-step task (3-digit x 2-digit multiplication), arms StdFT (M_ft = 0) and
+answer pairs of a multi-step task (2-digit x 2-digit multiplication: a model this small answers
+3 x 2 digits directly almost never, whatever the arm), arms StdFT (M_ft = 0) and
 PauseFT (M_ft = 10 pauses between question and answer), all parameters from the pretrained
 checkpoint, a fresh optimizer and schedule, the seed of the pretrained run. Each finetuned model
 is scored by greedy exact match on held-out problems with M_inf = 0 (`math_direct`) and
@@ -19,8 +20,8 @@ M_inf = 10 (`math_direct@10`) pauses appended to the question. The pretraining L
 StdFT ones, i.e. the accuracy at the arm's own M_inf: the column `accuracy`).
 
 Tiers: smoke (tests: seconds), mechanics (about 5 CPU-minutes: the 2 x 2 design runs end to end),
-claim (d 128, 3 layers, 2,000 pretraining and 1,000 finetuning steps, 2 seeds x 2 LRs: 8
-pretraining and 16 finetuning runs, about 1.5 hours on 2 idle CPU cores).
+claim (d 128, 3 layers, 1,200 pretraining and 600 finetuning steps, 2 seeds x 2 LRs: 8
+pretraining and 16 finetuning runs, about an hour on 2 idle CPU cores).
 """
 
 import os
@@ -35,12 +36,12 @@ TIERS = {
                   seeds=(0,), lrs=(3e-3,)),
     "mechanics": dict(d=64, layers=2, heads=4, batch=32, pretrain=300, finetune=200, items=100,
                       seeds=(0,), lrs=(3e-3,)),
-    "claim": dict(d=128, layers=3, heads=4, batch=32, pretrain=2000, finetune=1000, items=300,
+    "claim": dict(d=128, layers=3, heads=4, batch=32, pretrain=1200, finetune=600, items=300,
                   seeds=(0, 1), lrs=(1e-3, 3e-3)),
 }
 M = 10  # M_ft = M_inf: the pause paper's 10 pauses
 PAUSE_RATIO = 0.1
-TASK = dict(kinds=("multiplication",), mul_digits=(3, 2))
+TASK = dict(kinds=("multiplication",), mul_digits=(2, 2))
 
 
 def get_config(arg: str = "mechanics"):
