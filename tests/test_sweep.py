@@ -347,3 +347,27 @@ def test_a_finished_run_runs_again_when_its_config_file_changed(tmp_path):
             "  return c\n")
   sweep.execute(plan, program=program)
   assert ran.read_text() == "xx"
+
+
+def test_a_stage_can_start_only_from_each_arms_best_lr(tmp_path):
+  """from_best: the children of the runs not at their arm's best LR (mean over seeds) are
+  skipped; the metric is read from each parent's metrics.jsonl."""
+  loss = {("a", 1): 3.0, ("a", 2): 2.0, ("b", 1): 1.0, ("b", 2): 4.0}
+  script = ("import json, sys; args = dict(a.split('=', 1) for a in sys.argv[1:]); "
+            "d = args['--workdir']; lr = float(args.get('--config.optim.lr', 1)); "
+            "arm = 'a' if '/a_' in d else 'b'; "
+            f"loss = {{('a', 1): 3.0, ('a', 2): 2.0, ('b', 1): 1.0, ('b', 2): 4.0}}; "
+            "open(d + '/metrics.jsonl', 'w').write(json.dumps("
+            "{'step': 1, 'eval/x/loss': loss[(arm, int(lr))]}))")
+  assert loss  # (the same table, inside the fake program)
+  stages = [sweep.stage("pre", sweep.product(sweep.arms(a={}, b={"k": 1}),
+                                             sweep.values("optim.lr", [1, 2]))),
+            sweep.stage("ft", {"m": 1}, after="pre", from_best="eval/x/loss")]
+  plan = sweep.plan("unused.py", str(tmp_path), stages)
+  results = sweep.execute(plan, program=(sys.executable, "-c", script), best=sweep.best_runs)
+  status = {r.run.name: r.status for r in results if r.run.stage == "ft"}
+  assert status == {"a_lr=1+m=1": "skipped (its parent's LR is not its arm's best)",
+                    "a_lr=2+m=1": "ok", "b_lr=1+m=1": "ok",
+                    "b_lr=2+m=1": "skipped (its parent's LR is not its arm's best)"}
+  with pytest.raises(sweep.SweepError, match="needs after="):
+    sweep.stage("x", {}, from_best="eval/x/loss")

@@ -17,11 +17,11 @@ from ponder_jax.sweep.dsl import ARM, Override, Stage, SweepError, arms, as_stag
     flag_value, load_config, load_reports, load_stages, load_sweep, product, run_names, stage, \
     tier, values, zipped
 from ponder_jax.sweep.runner import Result, Run, check, emit, execute, plan
-from ponder_jax.sweep.summary import Report, aggregate, format_table, summarize, \
+from ponder_jax.sweep.summary import Report, aggregate, best_runs, format_table, summarize, \
     write_report, write_summary
 
 __all__ = ["ARM", "Override", "Report", "Result", "Run", "Stage", "SweepError", "aggregate",
-           "arms", "as_stages", "chain", "check", "emit", "execute", "flag_value", "format_table",
-           "load_config", "load_reports", "load_stages", "load_sweep", "main", "plan", "product",
-           "run_names", "stage", "summarize", "tier", "values", "write_report", "write_summary",
-           "zipped"]
+           "arms", "as_stages", "best_runs", "chain", "check", "emit", "execute", "flag_value",
+           "format_table", "load_config", "load_reports", "load_stages", "load_sweep", "main",
+           "plan", "product", "run_names", "stage", "summarize", "tier", "values", "write_report",
+           "write_summary", "zipped"]

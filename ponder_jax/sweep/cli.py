@@ -64,7 +64,7 @@ def _main(argv: Sequence[str]) -> None:
     if f.compilation_cache:
       # Runs whose programs match (e.g. seeds, data settings) compile once for the whole sweep.
       env.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.abspath(f.compilation_cache))
-    results = runner.execute(run_plan, f.parallel, env=env)
+    results = runner.execute(run_plan, f.parallel, env=env, best=summary.best_runs)
   rows = summary.summarize(results)
   paths = summary.write_summary(f.workdir, rows, results)
   print(summary.format_table(rows))

@@ -15,7 +15,8 @@
   stage(name, runs, ...)   a step of a multi-stage study: its own config file and program
                            (ponder-train or ponder-bolt), and `after=<stage>` to start every run
                            of it from every run of an earlier stage (its workdir goes into
-                           `init.from_checkpoint`, or the `link` key)
+                           `init.from_checkpoint`, or the `link` key), or with `from_best=metric`
+                           only from those at their arm's best learning rate
 
 `get_sweep()` returns one list of overrides (a one-stage sweep) or a list of stages. A sweep
 file may take an argument (`file.py:claim`), which both `get_config` and `get_sweep` receive.
@@ -118,7 +119,10 @@ class Stage:
 
   `config` is a config file ('file.py' or 'file.py:arg'); None means the sweep file itself.
   With `after`, every run here starts once per run of that earlier stage, with `link` set to
-  that run's workdir, and the keys in `inherit` copied from that run's overrides.
+  that run's workdir, and the keys in `inherit` copied from that run's overrides. With
+  `from_best` (a metric of the earlier stage's runs), only from the runs at their arm's best
+  learning rate by that metric's mean over seeds (lower is better unless `higher_is_better`):
+  the other children are skipped.
   """
   name: str
   runs: tuple[Override, ...]
@@ -127,16 +131,22 @@ class Stage:
   after: str | None = None
   link: str = "init.from_checkpoint"
   inherit: tuple[str, ...] = ()
+  from_best: str = ""
+  higher_is_better: bool = False
 
 
 def stage(name: str, runs: Sequence[Mapping[str, Any]] | Mapping[str, Any] = ({},), *,
           config: str | None = None, program: str = "train", after: str | None = None,
-          link: str = "init.from_checkpoint", inherit: Sequence[str] = ()) -> Stage:
+          link: str = "init.from_checkpoint", inherit: Sequence[str] = (), from_best: str = "",
+          higher_is_better: bool = False) -> Stage:
   if not re.fullmatch(r"[A-Za-z0-9_.-]+", name or ""):
     raise SweepError(f"stage name {name!r} must be a non-empty file name ([A-Za-z0-9_.-])")
   if program not in PROGRAMS:
     raise SweepError(f"stage '{name}': program={program!r} must be one of {PROGRAMS}")
-  return Stage(name, tuple(_as_sweep(runs)), config, program, after, link, tuple(inherit))
+  if from_best and after is None:
+    raise SweepError(f"stage '{name}': from_best={from_best!r} needs after=<an earlier stage>")
+  return Stage(name, tuple(_as_sweep(runs)), config, program, after, link, tuple(inherit),
+               from_best, higher_is_better)
 
 
 def as_stages(s: Sequence[Stage] | Sequence[Mapping[str, Any]]) -> list[Stage]:

@@ -24,7 +24,7 @@ import shlex
 import subprocess
 import sys
 import time
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import ml_collections
 from absl import flags
@@ -49,6 +49,7 @@ class Run:
   stage: str = ""
   program: str = "train"
   parent: str | None = None  # the name of the run this one starts from
+  from_best: tuple[str, bool] | None = None  # (metric, higher is better): see dsl.Stage
 
   def command(self, program: Sequence[str] | None = None) -> list[str]:
     return [*(program or (CONSOLE[self.program],)), *self.args]
@@ -92,7 +93,8 @@ def plan(config: str, workdir: str, stages: Sequence[Stage] | Sequence[Mapping[s
         args = [f"--config={item.config or config}", f"--workdir={run_dir}"]
         args += [f"--config.{k}={flag_value(v)}" for k, v in {**base, **config_overrides}.items()]
         runs.append(Run(name, overrides, run_dir, tuple(args), {**base, **config_overrides},
-                        item.name, item.program, parent.name if parent else None))
+                        item.name, item.program, parent.name if parent else None,
+                        (item.from_best, item.higher_is_better) if item.from_best else None))
     by_stage[item.name] = runs
     out += runs
   return out
@@ -206,12 +208,17 @@ def done(run: Run) -> dict[str, Any] | None:
   return record if record.get("fingerprint") == _fingerprint(run) else None
 
 
+# best(parent results, metric, higher_is_better) -> the names of the runs at their arm's best LR
+BestRuns = Callable[[Sequence["Result"], str, bool], set[str]]
+
+
 def execute(run_plan: Sequence[Run], parallel: int = 1,
             program: Sequence[str] | None = None,
-            env: Mapping[str, str] | None = None) -> list[Result]:
+            env: Mapping[str, str] | None = None, best: BestRuns | None = None) -> list[Result]:
   """Runs every run as a subprocess, at most `parallel` at a time, stage after stage; output to
   <run>/train.log. A failing run does not stop the others (only the runs that start from it).
-  `program` replaces every run's program (tests); by default `python -m <its module>`.
+  `program` replaces every run's program (tests); by default `python -m <its module>`. `best`
+  picks the parents of a stage with `from_best` (summary.best_runs).
   """
   if parallel < 1:
     raise SweepError(f"--parallel={parallel} must be >= 1")
@@ -220,11 +227,14 @@ def execute(run_plan: Sequence[Run], parallel: int = 1,
   for stage_name in stages:
     indices = [i for i, run in enumerate(run_plan) if run.stage == stage_name]
     failed_before = {r.run.name for r in results if r.returncode not in (None, 0) or r.skipped}
+    chosen = _chosen_parents([run_plan[i] for i in indices], results, best)
     pending = []
     for i in indices:
       run = run_plan[i]
       if run.parent is not None and run.parent in failed_before:
         results[i].skipped = "skipped (its parent failed)"
+      elif chosen is not None and run.parent not in chosen:
+        results[i].skipped = "skipped (its parent's LR is not its arm's best)"
       elif (record := done(run)) is not None:
         results[i].returncode, results[i].seconds = 0, record.get("seconds", 0.0)
         print(f"[{i + 1}/{len(run_plan)}] done before: {run.name}", flush=True)
@@ -232,6 +242,19 @@ def execute(run_plan: Sequence[Run], parallel: int = 1,
         pending.append(i)
     _execute(run_plan, results, pending, parallel, program, env)
   return results
+
+
+def _chosen_parents(runs: Sequence[Run], results: Sequence[Result],
+                    best: BestRuns | None) -> set[str] | None:
+  """The parents a stage with `from_best` starts from (None: every parent)."""
+  rule = runs[0].from_best if runs else None
+  if rule is None:
+    return None
+  if best is None:
+    raise SweepError(f"stage '{runs[0].stage}' starts from the best parents: execute() needs "
+                     "best=summary.best_runs")
+  parents = {run.parent for run in runs}
+  return best([r for r in results if r.run.name in parents and r.status == "ok"], *rule)
 
 
 def _execute(run_plan: Sequence[Run], results: list[Result], pending: list[int], parallel: int,

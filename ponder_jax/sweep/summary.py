@@ -246,6 +246,16 @@ def aggregate(rows: Sequence[Mapping[str, Any]], report: Report) -> list[dict[st
   return out
 
 
+def best_runs(results: Sequence[Result], metric: str, higher_is_better: bool) -> set[str]:
+  """The names of the runs at their arm's best learning rate by `metric` (mean over seeds)."""
+  rows = summarize(results)
+  report = Report(metrics=(metric,), select=metric, higher_is_better=higher_is_better,
+                  stage=tuple({row.get("stage", "") for row in rows}))
+  best_lr = {arm["arm"]: arm["lr"] for arm in aggregate(rows, report) if arm["seeds"]}
+  return {row["run"] for row in rows if row["status"] == "ok"
+          and best_lr.get(_arm(row, report), object()) == row.get(report.lr_key)}
+
+
 def report_table(arms: Sequence[Mapping[str, Any]], report: Report) -> list[dict[str, Any]]:
   """The printed form: 'mean ± std' per metric (std over seeds at the chosen LR)."""
   table = []
