@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
 import sys
 from typing import Sequence
 
@@ -64,6 +65,8 @@ def _main(argv: Sequence[str]) -> None:
     if f.compilation_cache:
       # Runs whose programs match (e.g. seeds, data settings) compile once for the whole sweep.
       env.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.abspath(f.compilation_cache))
+    # A terminated sweep stops its runs the way an interrupted one does: each checkpoints first.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     results = runner.execute(run_plan, f.parallel, env=env, best=summary.best_runs)
   rows = summary.summarize(results)
   paths = summary.write_summary(f.workdir, rows, results)
