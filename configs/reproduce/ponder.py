@@ -10,8 +10,9 @@ eval split): `vanilla` (s = 0), `ponder` (s = 3, E0 scaled by sqrt(d) as in the 
 depth-scaled init for its own 4 passes), `pause` (pause tokens inserted at ratio 0.1 in training
 and in the eval stream, so the model is scored as it was trained), `vanilla_2x` (twice the
 layers: 2x the non-embedding parameters; with an 8k vocabulary and d 128 the embedding table is
-most of a model this small, so `params` is reported for every arm). Each arm gets every LR of the
-tier and every seed; the report keeps each arm's best LR by the mean eval loss over seeds.
+most of a model this small, so both `params` and `non_embedding_params` are reported). Each arm
+gets every LR of the tier and every seed; the report keeps each arm's best LR by the mean eval
+loss over seeds.
 
 Tiers: smoke (tests: seconds), mechanics (about 5 CPU-minutes: shows the arms run and what they
 cost, not the claim), claim (the smallest setting CALIBRATIONS.md expects the ordering to show
@@ -57,7 +58,7 @@ def get_sweep(arg: str = "mechanics"):
 
 
 def get_report(arg: str = "mechanics"):
-  return sweep.Report(metrics=("eval/shakespeare/loss", "params", "flops_per_token",
-                               "train_flops", "seconds"),
+  return sweep.Report(metrics=("eval/shakespeare/loss", "params", "non_embedding_params",
+                               "flops_per_token", "train_flops", "seconds"),
                       select="eval/shakespeare/loss",
                       title=f"PonderLM claim, tier {arg}: held-out Shakespeare loss per arm")

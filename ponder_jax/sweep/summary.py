@@ -30,7 +30,7 @@ from ponder_jax.sweep.dsl import ARM
 from ponder_jax.sweep.runner import Result, parse
 
 STANDARD = ("run", "stage", "status", "seconds")
-COST = ("params", "flops_per_token", "train_flops")
+COST = ("params", "non_embedding_params", "flops_per_token", "train_flops")
 
 
 def _bolt_rows(workdir: str) -> dict[str, Any]:
@@ -60,7 +60,10 @@ def _cost(result: Result, step: int | None) -> dict[str, Any]:
   c = exp.config
   per_token = accounting.training_flops_per_token(exp.model, c.data.seq_len,
                                                   exp.ponder.steps)
-  row = {"params": accounting.analytic_param_count(exp.model), "flops_per_token": per_token}
+  no_tables = dataclasses.replace(exp.model, vocab_size=0, max_len=0)  # no token/position tables
+  row = {"params": accounting.analytic_param_count(exp.model),
+         "non_embedding_params": accounting.analytic_param_count(no_tables),
+         "flops_per_token": per_token}
   if step is not None:
     row["train_flops"] = per_token * step * c.train.global_batch_size * c.data.seq_len
   return row
