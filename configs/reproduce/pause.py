@@ -62,8 +62,12 @@ def get_config(arg: str = "mechanics"):
   c.checkpoint.update(every=0, keep=1)
   c.metrics.update(tensorboard=False, plot=False, progress_bar=False)
   if part == "finetune":
+    # The 2x2 problem space splits by question hash into about 7,300 train, 400 validation and
+    # 400 test problems: the whole train share (train_size 0: drawn with repeats), 300 of each
+    # held-out split (the eval items come from the test split).
     c.data.sources = {"task": source_config("finetune", generator="math", num_pauses=0,
-                                            train_size=20000, **TASK)}
+                                            train_size=0, validation_size=300, test_size=300,
+                                            **TASK)}
     c.data.phases = {"main": phase_config(0, task=1.0)}
     c.data.pause.ratio = 0.0  # finetune sources never get inserted pauses
     c.init.from_checkpoint = ""  # the pretrained run: set by the study's `after`
