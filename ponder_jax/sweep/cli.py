@@ -54,7 +54,9 @@ def _main(argv: Sequence[str]) -> None:
     return
   os.makedirs(f.workdir, exist_ok=True)
   if f["report-only"].value:
-    results = [runner.Result(run, 0 if runner.done(run) else None) for run in run_plan]
+    records = [runner.done(run) for run in run_plan]
+    results = [runner.Result(run, 0, record["seconds"]) if record else runner.Result(run)
+               for run, record in zip(run_plan, records)]
   else:
     if f.compilation_cache is None:
       f.compilation_cache = os.path.join(f.workdir, "jax_cache")
