@@ -14,10 +14,11 @@ most of a model this small, so both `params` and `non_embedding_params` are repo
 gets every LR of the tier and every seed; the report keeps each arm's best LR by the mean eval
 loss over seeds.
 
-Tiers: smoke (tests: seconds), mechanics (about 5 CPU-minutes: shows the arms run and what they
-cost, not the claim), claim (the smallest setting CALIBRATIONS.md expects the ordering to show
-in: 25M tokens per run, 2 seeds x 3 LRs x 4 arms, about 40 GPU-minutes; weeks of this 2-core
-CPU, so RESULTS.md reports it as not run here).
+Tiers: smoke (tests: seconds), mechanics (16 minutes on 2 shared CPU cores, 10 of them the s = 3
+arm: shows the arms run and what they cost, not the claim), claim (the smallest setting in which
+the team's calibration runs expect the ordering to separate from the noise: 25M tokens per run,
+2 seeds x 3 LRs x 4 arms; GPU-sized, days of this 2-core CPU, so RESULTS.md reports it as not
+run here).
 """
 
 from ponder_jax import sweep

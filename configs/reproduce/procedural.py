@@ -21,7 +21,7 @@ steps (`additive`) or T - D of them, the same total steps (`substitutive`). The 
 the held-out Shakespeare loss and the text steps each arm trained.
 
 Tiers: smoke (tests: seconds), mechanics (about 6 CPU-minutes: every stage runs; Dyck is far
-from converged, so this is not the claim), claim (CALIBRATIONS.md: the gain needs Dyck trained
+from converged, so this is not the claim), claim (calibration runs: the gain needs Dyck trained
 to within ~0.1 nat of its optimum and the paper's task budget, batch 1,000 x 10k steps: several
 CPU-hours per run, minutes on a GPU; RESULTS.md reports it as not run on this CPU).
 """
