@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from ponder_jax import sweep
+from ponder_jax.sweep.runner import parse
 from ponder_jax.config import ConfigError, PonderConfig
 from ponder_jax.data import vocab as vocab_lib
 from ponder_jax.experiment import Experiment
@@ -230,7 +231,7 @@ def test_ponder_steps_sweep_arms_differ_only_in_s(tmp_path):
   assert [run.overrides for run in runs] == [{"ponder.steps": s} for s in (0, 1, 3)]
   resolved, models = [], []
   for run in runs:
-    exp = Experiment.from_config(sweep._parse(run.args))  # the config the run's command line builds
+    exp = Experiment.from_config(parse(run.args))  # the config the run's command line builds
     resolved.append(_flat(json.loads(exp.to_json())))
     model = Trainer(exp, str(tmp_path / run.name), devices=jax.devices()[:1]).model
     models.append((model.cfg, model.ponder_passes))

@@ -14,8 +14,8 @@ from ponder_jax import sweep
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLAIMS = ("ponder", "pause", "procedural", "bolt", "combined")
 # What each claim's full sweep holds at the claim tier: arms x LRs x seeds (and stages).
-CLAIM_RUNS = {"ponder": 4 * 3 * 2, "pause": 2 * 2 * 2 * 3, "procedural": 2 + 2 * 2 + 2 * 2 + 2 + 2 + 2 * 2,
-              "bolt": 2 * 2 * 2, "combined": 6 * 2 * 2}
+CLAIM_RUNS = {"ponder": 4 * 3 * 2, "pause": 2 * 2 * 2 * 3, "bolt": 2 * 2 * 2, "combined": 6 * 2 * 2,
+              "procedural": 2 + 2 * 2 + 2 * 2 + 2 + 2 + 2 * 2}
 
 
 def _path(claim: str) -> str:

@@ -352,14 +352,13 @@ def test_a_finished_run_runs_again_when_its_config_file_changed(tmp_path):
 def test_a_stage_can_start_only_from_each_arms_best_lr(tmp_path):
   """from_best: the children of the runs not at their arm's best LR (mean over seeds) are
   skipped; the metric is read from each parent's metrics.jsonl."""
-  loss = {("a", 1): 3.0, ("a", 2): 2.0, ("b", 1): 1.0, ("b", 2): 4.0}
+  # Each fake run writes its final eval loss: arm a is best at LR 2, arm b at LR 1.
   script = ("import json, sys; args = dict(a.split('=', 1) for a in sys.argv[1:]); "
             "d = args['--workdir']; lr = float(args.get('--config.optim.lr', 1)); "
             "arm = 'a' if '/a_' in d else 'b'; "
-            f"loss = {{('a', 1): 3.0, ('a', 2): 2.0, ('b', 1): 1.0, ('b', 2): 4.0}}; "
+            "loss = {('a', 1): 3.0, ('a', 2): 2.0, ('b', 1): 1.0, ('b', 2): 4.0}; "
             "open(d + '/metrics.jsonl', 'w').write(json.dumps("
             "{'step': 1, 'eval/x/loss': loss[(arm, int(lr))]}))")
-  assert loss  # (the same table, inside the fake program)
   stages = [sweep.stage("pre", sweep.product(sweep.arms(a={}, b={"k": 1}),
                                              sweep.values("optim.lr", [1, 2]))),
             sweep.stage("ft", {"m": 1}, after="pre", from_best="eval/x/loss")]

@@ -1,3 +1,6 @@
+"""`python -m ponder_jax.sweep` is `ponder-sweep`."""
+
 from ponder_jax.sweep.cli import main
 
-main()
+if __name__ == "__main__":
+  main()
