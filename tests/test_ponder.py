@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from ponder_jax.config import PonderConfig
+from ponder_jax.loss import cross_entropy
 from ponder_jax.model import ponder
 from tests.helpers import init_params, random_tokens, tiny_config
 
@@ -154,3 +155,68 @@ def test_fixed_and_drawn_zero_steps_are_one_model(options):
   want = jax.jit(lambda p, t: unrolled_forward(model, p, t, steps=0, scale_embeds=True))(
       params, tokens)
   np.testing.assert_allclose(fixed, want, atol=1e-5, rtol=1e-5)
+
+
+# Selective remat and the chunked vocabulary mixture (issue 15, items 5-6) ----------------------
+POLICY_ARMS = [dict(remat_policy="full"), dict(remat_policy="vocab"),
+               dict(remat_policy="vocab", vocab_chunk=7), dict(remat_policy="full", vocab_chunk=7)]
+
+
+@pytest.mark.parametrize("steps", [0, 1, 3])
+@pytest.mark.parametrize("options", [dict(), dict(top_k=5, scale_embeds=True)])
+def test_remat_policies_and_chunks_give_todays_loss_and_gradients(steps, options):
+  """Every policy and chunking is the stored-everything path's loss and gradients (f32)."""
+  model, params = init_params(tiny_config("neox"), ponder_passes=4)
+  tokens = random_tokens((2, 12), model.cfg.vocab_size)
+
+  def loss_and_grads(**arm):
+    cfg = PonderConfig(steps=steps, **options, **arm).validated()
+    objective = lambda p: cross_entropy(ponder.forward(model, p, tokens, ponder=cfg),
+                                        {"tokens": tokens})[0]
+    return jax.jit(jax.value_and_grad(objective))(params)
+
+  want_loss, want_grads = loss_and_grads(remat=False)
+  for arm in POLICY_ARMS:
+    loss, grads = loss_and_grads(**arm)
+    np.testing.assert_allclose(loss, want_loss, atol=1e-5, rtol=1e-5, err_msg=str(arm))
+    jax.tree.map(lambda a, b, arm=arm: np.testing.assert_allclose(
+        a, b, atol=1e-5, rtol=1e-5, err_msg=str(arm)), grads, want_grads)
+
+
+@pytest.mark.parametrize("top_k", [0, 3])
+def test_vocab_mixture_matches_the_plain_mixture_with_ragged_chunks(top_k):
+  """softmax(h W) E and its VJP, chunked over rows that do not divide evenly, tied head too."""
+  kh, kw, ke, kg = jax.random.split(jax.random.key(0), 4)
+  h, head = jax.random.normal(kh, (11, 6)), jax.random.normal(kw, (6, 13))
+  table, g = jax.random.normal(ke, (13, 6)), jax.random.normal(kg, (11, 6))
+  plain = lambda h, w, e: ponder.mixture_probs(h @ w, top_k) @ e
+  want, want_vjp = jax.vjp(plain, h, head, table)
+  for chunk in (0, 4, 11, 32):
+    got, got_vjp = jax.vjp(lambda h, w, e, c=chunk: ponder.vocab_mixture(
+        h, w, e, top_k, jnp.float32, c), h, head, table)
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+    for a, b in zip(got_vjp(g), want_vjp(g)):
+      np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-5)
+
+
+def test_chunked_mixture_keeps_no_vocabulary_sized_buffers():
+  """XLA's temporary memory of the gradient at s = 3: with the mixture over row chunks a full
+  remat stays near s = 0, and the vocab policy keeps no [B, L, V] array per pass."""
+  model, params = init_params(tiny_config("neox", vocab_size=4096))
+  tokens = random_tokens((32, 64), model.cfg.vocab_size)  # 2 blocks of CPU_VOCAB_CHUNK rows
+
+  def temp_bytes(steps, **arm):
+    cfg = PonderConfig(steps=steps, **arm)
+    grad = jax.grad(lambda p: cross_entropy(ponder.forward(model, p, tokens, ponder=cfg),
+                                            {"tokens": tokens})[0])
+    return jax.jit(grad).lower(params).compile().memory_analysis().temp_size_in_bytes
+
+  vocab_bytes = 32 * 64 * 4096 * 4  # one [B, L, V] f32 array
+  zero = temp_bytes(0)
+  full = temp_bytes(3, remat_policy="full")
+  chunked = temp_bytes(3, remat_policy="full", vocab_chunk=ponder.CPU_VOCAB_CHUNK)
+  vocab, stored = temp_bytes(3, remat_policy="vocab"), temp_bytes(3, remat=False)
+  assert chunked < full and chunked < zero + vocab_bytes, (zero, chunked, full)
+  assert temp_bytes(3) == chunked  # 'auto' on the CPU: full remat, the mixture over row blocks
+  # Stored activations keep logits and probabilities of every pass; the vocab policy none.
+  assert stored - vocab > 3 * vocab_bytes, (stored, vocab)
