@@ -154,8 +154,9 @@ class PonderConfig:
   remat: bool = True  # rematerialise each pass: activations of one pass, not s + 1
   # What a rematerialised pass recomputes in the backward: 'full' its whole forward (one pass's
   # activations live); 'vocab' only the [B, L, V] head and softmax of its mixture (the layers'
-  # activations are kept, the vocabulary-sized arrays never are); 'auto': 'vocab' on the CPU,
-  # 'full' elsewhere. vocab_chunk > 0: the mixture over blocks of that many rows (no [B, L, V]).
+  # activations are kept, the vocabulary-sized arrays never are); 'auto': 'full', with the
+  # mixture over 1024-row blocks on the CPU (model/ponder.py::remat_policy says why).
+  # vocab_chunk > 0: the mixture over blocks of that many rows (no [B, L, V] buffers).
   remat_policy: str = "auto"
   vocab_chunk: int = 0
 
