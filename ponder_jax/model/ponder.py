@@ -148,8 +148,8 @@ def _head(module: Transformer) -> jax.Array:
   return module.token_embed.T if module.cfg.tie_embeddings else module.lm_head
 
 
-# Rows per block of the vocabulary mixture under ponder.remat_policy 'auto' on the CPU: 1.10x
-# faster s = 3 steps than no chunking and 0.77x the memory (benchmarks/README.md).
+# Rows per block of the vocabulary mixture under ponder.remat_policy 'auto' on the CPU: 0.77x the
+# s = 3 step's memory of one block, speed within the noise (benchmarks/README.md).
 CPU_VOCAB_CHUNK = 1024
 
 
@@ -158,9 +158,9 @@ def remat_policy(ponder: PonderConfig) -> tuple[str, int]:
   (ponder.remat off), and the mixture's rows per block (0: all at once).
 
   'auto' is 'full' everywhere: on the CPU 'vocab' measured no faster and kept 2.1x the memory
-  (every pass's layer activations); on the CPU it also chunks the mixture (`CPU_VOCAB_CHUNK`)
-  unless ponder.vocab_chunk says otherwise. Elsewhere the mixture is one block, as
-  `ponder-aot`'s TPU estimates were made."""
+  of 'full' (every pass's layer activations); on the CPU it also chunks the mixture
+  (`CPU_VOCAB_CHUNK`) unless ponder.vocab_chunk says otherwise. Elsewhere the mixture is one
+  block, as `ponder-aot`'s TPU estimates were made."""
   chunk = ponder.vocab_chunk
   if not ponder.remat:
     return "none", chunk
