@@ -1,15 +1,12 @@
 """Next-token cross-entropy for packed rows with pause tokens (METHODS.md §2.1).
 
-A batch is a dict of int32 [B, L] arrays:
-  tokens       token ids
-  segment_ids  1, 2, ... per packed document, 0 for padding   (optional: one document per row)
-  positions    position within the document                   (optional: 0 .. L-1)
-  loss_mask    1 where the token may be a training *target*   (optional: all ones); procedural
-               tasks put their output span here
-Logits at position t predict token t + 1. The weight of that prediction is zero when the target
-is padding, lies in another document than position t, is masked by `loss_mask`, or is `<pause>`:
-the model is never trained to *predict* a pause, but predictions made *from* a pause count and
-the pause embedding is trained through them. Everything here is fp32.
+The batch is `ponder_jax/batch.py`'s (its contract is written there); the loss reads `tokens`
+and, when present, `segment_ids` and `loss_mask` (a batch of `tokens` alone is one document per
+row, every token a target). Logits at position t predict token t + 1. The weight of that
+prediction is zero when the target is padding, lies in another document than position t, is
+masked by `loss_mask`, or is `<pause>`: the model is never trained to *predict* a pause, but
+predictions made *from* a pause count and the pause embedding is trained through them.
+Everything here is fp32.
 """
 
 from __future__ import annotations
