@@ -19,3 +19,10 @@ jax.config.update("jax_default_matmul_precision", "highest")
 # XLA:CPU compiles threefry slowly (~0.3 s per random op): rbg keys cut a model init's compile
 # from ~6 s to ~1.5 s. Only the random bits change; every test compares like with like.
 jax.config.update("jax_default_prng_impl", "rbg")
+
+
+def pytest_configure(config):
+  # ml-collections loads config files with the deprecated SourceFileLoader.load_module(): its
+  # warning, once per loaded config, is not ours to fix.
+  config.addinivalue_line("filterwarnings",
+                          "ignore:the load_module\\(\\) method is deprecated:DeprecationWarning")
