@@ -365,8 +365,13 @@ def test_a_stage_can_start_only_from_each_arms_best_lr(tmp_path):
   plan = sweep.plan("unused.py", str(tmp_path), stages)
   results = sweep.execute(plan, program=(sys.executable, "-c", script), best=sweep.best_runs)
   status = {r.run.name: r.status for r in results if r.run.stage == "ft"}
-  assert status == {"a_lr=1+m=1": "skipped (its parent's LR is not its arm's best)",
-                    "a_lr=2+m=1": "ok", "b_lr=1+m=1": "ok",
-                    "b_lr=2+m=1": "skipped (its parent's LR is not its arm's best)"}
+  not_chosen = "not run: its parent's LR is not its arm's best"
+  assert status == {"a_lr=1+m=1": not_chosen, "a_lr=2+m=1": "ok", "b_lr=1+m=1": "ok",
+                    "b_lr=2+m=1": not_chosen}
+  assert not any(r.failed for r in results)
+  # The report leaves the runs that were never meant to run out (no 'failed' count, no LR row).
+  rows = sweep.summarize(results)
+  arms = sweep.aggregate(rows, sweep.Report(metrics=("eval/x/loss",), select="eval/x/loss"))
+  assert [(a["arm"], a["lr"], a["failed"]) for a in arms] == [("a", 2.0, 0), ("b", 1.0, 0)]
   with pytest.raises(sweep.SweepError, match="needs after="):
     sweep.stage("x", {}, from_best="eval/x/loss")

@@ -77,10 +77,10 @@ def _main(argv: Sequence[str]) -> None:
   for report in reports:
     print(summary.write_report(f.workdir, rows, report))
     print(f"report: {os.path.join(f.workdir, report.name)}.{{md,json,png}}")
-  failed = [r.run.name for r in results if r.status != "ok"]
+  failed = [r.run.name for r in results if r.failed or r.status == "not run"]
   if failed:
-    print(f"ponder-sweep: {len(failed)} run(s) not ok: {', '.join(failed)} (see their "
-          "train.log)", file=sys.stderr)
+    print(f"ponder-sweep: {len(failed)} run(s) failed or did not run: {', '.join(failed)} (see "
+          "their train.log)", file=sys.stderr)
     sys.exit(1)
 
 

@@ -37,6 +37,7 @@ from ponder_jax.sweep.dsl import ARM, Override, Stage, SweepError, as_stages, fl
 CONSOLE = {"train": "ponder-train", "bolt": "ponder-bolt"}
 MODULES = {"train": "ponder_jax.cli", "bolt": "ponder_jax.bolt.em"}
 DONE = "sweep_done.json"
+NOT_CHOSEN = "not run: its parent's LR is not its arm's best"  # from_best; not a failure
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,6 +183,11 @@ class Result:
   skipped: str = ""  # why the run did not start
 
   @property
+  def failed(self) -> bool:
+    """Failed, or could not start because the run it starts from failed."""
+    return self.status not in ("ok", "not run", NOT_CHOSEN)
+
+  @property
   def status(self) -> str:
     if self.skipped:
       return self.skipped
@@ -234,7 +240,7 @@ def execute(run_plan: Sequence[Run], parallel: int = 1,
       if run.parent is not None and run.parent in failed_before:
         results[i].skipped = "skipped (its parent failed)"
       elif chosen is not None and run.parent not in chosen:
-        results[i].skipped = "skipped (its parent's LR is not its arm's best)"
+        results[i].skipped = NOT_CHOSEN
       elif (record := done(run)) is not None:
         results[i].returncode, results[i].seconds = 0, record.get("seconds", 0.0)
         print(f"[{i + 1}/{len(run_plan)}] done before: {run.name}", flush=True)

@@ -27,7 +27,7 @@ import statistics
 from typing import Any, Callable, Mapping, Sequence
 
 from ponder_jax.sweep.dsl import ARM
-from ponder_jax.sweep.runner import Result, parse
+from ponder_jax.sweep.runner import NOT_CHOSEN, Result, parse
 
 STANDARD = ("run", "stage", "status", "seconds")
 COST = ("params", "non_embedding_params", "flops_per_token", "train_flops")
@@ -222,6 +222,7 @@ def aggregate(rows: Sequence[Mapping[str, Any]], report: Report) -> list[dict[st
   chosen_stages = report.stage if report.stage is not None else (stages[-1:] or [""])
   chosen_stages = {chosen_stages} if isinstance(chosen_stages, str) else set(chosen_stages)
   arms: dict[str, list[Mapping[str, Any]]] = {}
+  rows = [row for row in rows if row["status"] != NOT_CHOSEN]  # never meant to run
   if report.derive is not None:
     rows = [{**row, **report.derive(row)} for row in rows]
   for row in rows:
