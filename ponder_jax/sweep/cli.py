@@ -54,7 +54,7 @@ def _main(argv: Sequence[str]) -> None:
     return
   os.makedirs(f.workdir, exist_ok=True)
   if f["report-only"].value:
-    records = [runner.done(run) for run in run_plan]
+    records = [runner.done(run, same_config=False) for run in run_plan]
     results = [runner.Result(run, 0, record["seconds"]) if record else runner.Result(run)
                for run, record in zip(run_plan, records)]
   else:

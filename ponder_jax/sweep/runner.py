@@ -204,14 +204,18 @@ def _fingerprint(run: Run) -> str:
   return hashlib.sha1(json.dumps([list(run.args), config]).encode()).hexdigest()
 
 
-def done(run: Run) -> dict[str, Any] | None:
-  """The record of an earlier successful execution of the same run, if any."""
+def done(run: Run, same_config: bool = True) -> dict[str, Any] | None:
+  """The record of an earlier successful execution of the run with this command line, if any;
+  with `same_config`, only if its config also built the same (the test for running it again;
+  a report of what finished reads the runs whatever defaults changed since)."""
   path = os.path.join(run.workdir, DONE)
   if not os.path.exists(path):
     return None
   with open(path, encoding="utf-8") as f:
     record = json.load(f)
-  return record if record.get("fingerprint") == _fingerprint(run) else None
+  if record.get("args") != list(run.args):
+    return None
+  return record if not same_config or record.get("fingerprint") == _fingerprint(run) else None
 
 
 # best(parent results, metric, higher_is_better) -> the names of the runs at their arm's best LR
