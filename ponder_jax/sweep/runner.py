@@ -237,7 +237,7 @@ def execute(run_plan: Sequence[Run], parallel: int = 1,
   for stage_name in stages:
     indices = [i for i, run in enumerate(run_plan) if run.stage == stage_name]
     failed_before = {r.run.name for r in results if r.returncode not in (None, 0) or r.skipped}
-    chosen = _chosen_parents([run_plan[i] for i in indices], results, best)
+    chosen = chosen_parents([run_plan[i] for i in indices], results, best)
     pending = []
     for i in indices:
       run = run_plan[i]
@@ -254,7 +254,7 @@ def execute(run_plan: Sequence[Run], parallel: int = 1,
   return results
 
 
-def _chosen_parents(runs: Sequence[Run], results: Sequence[Result],
+def chosen_parents(runs: Sequence[Run], results: Sequence[Result],
                     best: BestRuns | None) -> set[str] | None:
   """The parents a stage with `from_best` starts from (None: every parent)."""
   rule = runs[0].from_best if runs else None
