@@ -29,3 +29,14 @@ def init_params(cfg: ModelConfig, seed: int = 0, ponder_passes: int = 1):
 
 def random_tokens(shape, vocab: int, seed: int = 1):
   return jax.random.randint(jax.random.key(seed), shape, 0, vocab, dtype=jnp.int32)
+
+
+def with_overrides(config, overrides):
+  """`config` (an ml_collections.ConfigDict) with each dotted key of `overrides` set in place."""
+  for dotted, value in overrides.items():
+    *parents, leaf = dotted.split(".")
+    section = config
+    for name in parents:
+      section = section[name]
+    section[leaf] = value
+  return config

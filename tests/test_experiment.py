@@ -10,17 +10,11 @@ from ponder_jax.train.checkpoint import CheckpointConfig
 from ponder_jax.train.metrics import MetricsConfig
 from ponder_jax.train.optim import OptimConfig
 from tests.configs import tiny
+from tests.helpers import with_overrides
 
 
 def _config(**overrides):
-  config = tiny.get_config()
-  for dotted, value in overrides.items():
-    *parents, leaf = dotted.split(".")
-    section = config
-    for name in parents:
-      section = section[name]
-    section[leaf] = value
-  return config
+  return with_overrides(tiny.get_config(), overrides)
 
 
 def test_every_section_is_a_typed_view_of_the_config():

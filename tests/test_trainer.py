@@ -23,20 +23,14 @@ from ponder_jax.train import checkpoint as ckpt_lib
 from ponder_jax.train import init as init_lib
 from ponder_jax.train.metrics import read_metrics
 from ponder_jax.train.trainer import NonFiniteError, Trainer
+from tests.helpers import with_overrides
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = os.path.join(REPO, "configs", "smoke.py")
 
 
 def smoke(**overrides):
-  config = load_config(SMOKE)
-  for key, value in overrides.items():
-    section = config
-    *parents, leaf = key.split(".")
-    for name in parents:
-      section = section[name]
-    section[leaf] = value
-  return config
+  return with_overrides(load_config(SMOKE), overrides)
 
 
 def _first_batch(exp):

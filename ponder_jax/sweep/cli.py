@@ -58,11 +58,7 @@ def _main(argv: Sequence[str]) -> None:
     results = [runner.Result(run, 0, record["seconds"]) if record else runner.Result(run)
                for run, record in zip(run_plan, records)]
     for stage in dict.fromkeys(run.stage for run in run_plan):  # from_best: what never ran
-      stage_results = [r for r in results if r.run.stage == stage]
-      chosen = runner.chosen_parents([r.run for r in stage_results], results, summary.best_runs)
-      for result in stage_results:
-        if chosen is not None and result.run.parent not in chosen and result.returncode is None:
-          result.skipped = runner.NOT_CHOSEN
+      runner.mark_not_chosen(results, stage, summary.best_runs)
   else:
     if f.compilation_cache is None:
       f.compilation_cache = os.path.join(f.workdir, "jax_cache")

@@ -237,14 +237,14 @@ def execute(run_plan: Sequence[Run], parallel: int = 1,
   for stage_name in stages:
     indices = [i for i, run in enumerate(run_plan) if run.stage == stage_name]
     failed_before = {r.run.name for r in results if r.returncode not in (None, 0) or r.skipped}
-    chosen = chosen_parents([run_plan[i] for i in indices], results, best)
+    mark_not_chosen(results, stage_name, best)
     pending = []
     for i in indices:
       run = run_plan[i]
       if run.parent is not None and run.parent in failed_before:
         results[i].skipped = "skipped (its parent failed)"
-      elif chosen is not None and run.parent not in chosen:
-        results[i].skipped = NOT_CHOSEN
+      elif results[i].skipped:
+        continue
       elif (record := done(run)) is not None:
         results[i].returncode, results[i].seconds = 0, record.get("seconds", 0.0)
         print(f"[{i + 1}/{len(run_plan)}] done before: {run.name}", flush=True)
@@ -254,17 +254,24 @@ def execute(run_plan: Sequence[Run], parallel: int = 1,
   return results
 
 
-def chosen_parents(runs: Sequence[Run], results: Sequence[Result],
-                    best: BestRuns | None) -> set[str] | None:
-  """The parents a stage with `from_best` starts from (None: every parent)."""
-  rule = runs[0].from_best if runs else None
+def mark_not_chosen(results: Sequence[Result], stage: str, best: BestRuns | None) -> None:
+  """Marks the runs of a `from_best` stage that never start: those whose parent finished but is
+  not at its arm's best LR (`best` picks, e.g. summary.best_runs)."""
+  stage_results = [r for r in results if r.run.stage == stage]
+  rule = stage_results[0].run.from_best if stage_results else None
   if rule is None:
-    return None
+    return
   if best is None:
-    raise SweepError(f"stage '{runs[0].stage}' starts from the best parents: execute() needs "
+    raise SweepError(f"stage '{stage}' starts from the best parents: execute() needs "
                      "best=summary.best_runs")
-  parents = {run.parent for run in runs}
-  return best([r for r in results if r.run.name in parents and r.status == "ok"], *rule)
+  parents = {r.run.parent for r in stage_results}
+  finished = [r for r in results if r.run.name in parents and r.status == "ok"]
+  chosen = best(finished, *rule)
+  finished_names = {r.run.name for r in finished}
+  for result in stage_results:
+    if (result.returncode is None and result.run.parent in finished_names
+        and result.run.parent not in chosen):
+      result.skipped = NOT_CHOSEN
 
 
 def _execute(run_plan: Sequence[Run], results: list[Result], pending: list[int], parallel: int,
