@@ -56,16 +56,16 @@ def get_config(arg: str = "mechanics"):
   return c
 
 
-def _equal_flops(overrides: dict, c, t) -> dict:
-  """The arm's overrides plus the steps that spend the vanilla arm's training FLOPs."""
+def _equal_flops(overrides: dict, c, t, warmup: bool) -> dict:
+  """The arm's overrides plus the steps that spend the vanilla arm's training FLOPs (and, with
+  `warmup`, the first eighth of them on Dyck)."""
   model = ModelConfig.from_config(c.model.to_dict())
   per_token = accounting.training_flops_per_token(model, c.data.seq_len,
                                                   overrides.get("ponder.steps", 0))
   vanilla = accounting.training_flops_per_token(model, c.data.seq_len, 0)
   steps = max(1, round(t["steps"] * vanilla / per_token))
   out = {**overrides, "train.steps": steps}
-  if overrides.get("procedural"):
-    del out["procedural"]
+  if warmup:
     out["data.phases.warmup.steps"] = max(1, steps // 8)
   return out
 
@@ -73,9 +73,11 @@ def _equal_flops(overrides: dict, c, t) -> dict:
 def get_sweep(arg: str = "mechanics"):
   _, t, _ = sweep.tier(arg, TIERS)
   c = get_config(arg)
-  arms = dict(vanilla={}, ponder=PONDER, pause=PAUSE, procedural={"procedural": True},
-              thoughts=THOUGHTS, combined={**PONDER, **PAUSE, **THOUGHTS, "procedural": True})
-  arms = sweep.arms(**{name: _equal_flops(o, c, t) for name, o in arms.items()})
+  arms = dict(vanilla={}, ponder=PONDER, pause=PAUSE, procedural={}, thoughts=THOUGHTS,
+              combined={**PONDER, **PAUSE, **THOUGHTS})
+  with_warmup = ("procedural", "combined")
+  arms = sweep.arms(**{name: _equal_flops(o, c, t, name in with_warmup)
+                       for name, o in arms.items()})
   return sweep.product(arms, sweep.values("optim.lr", t["lrs"]),
                        sweep.values("train.seed", t["seeds"]))
 
